@@ -1,0 +1,7 @@
+# Sourced by the scripts: one shared cargo target directory outside the clone when the machine
+# allows it (so RocksDB is compiled once per machine), ./target otherwise.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  if mkdir -p /var/cache/conflux-target 2>/dev/null && [ -w /var/cache/conflux-target ]; then
+    export CARGO_TARGET_DIR=/var/cache/conflux-target
+  fi
+fi

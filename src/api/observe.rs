@@ -1,0 +1,62 @@
+//! Observability endpoints and middleware: `/metrics`, `/healthz`, `/readyz`, and the request
+//! counter and latency histogram recorded for every route.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::problem::ApiError;
+use super::ApiState;
+use crate::metrics;
+
+/// How far applied may trail committed for the node to call itself ready.
+const READY_APPLY_LAG: u64 = 1000;
+
+pub async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let m = metrics::global();
+    m.http_requests.with_label_values(&[&route, &status]).inc();
+    m.http_request_duration.with_label_values(&[&route, &status]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+pub async fn metrics_text(State(state): State<ApiState>) -> Response {
+    let m = metrics::global();
+    m.storage_size_bytes.set(state.service.store.size_bytes() as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when this node is a member of a cluster that has a leader and its state machine is
+/// within reach of the committed index.
+pub async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+    let m = state.service.raft.metrics().borrow().clone();
+    let not_ready = |why: &str| ApiError::Service(crate::service::Error::Stopped(format!("not ready: {why}")));
+    if let Err(fatal) = &m.running_state {
+        return Err(not_ready(&fatal.to_string()));
+    }
+    if m.membership_config.membership().get_node(&m.id).is_none() {
+        return Err(not_ready("not a member of a cluster"));
+    }
+    if m.current_leader.is_none() {
+        return Err(not_ready("no leader known"));
+    }
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let committed = state.service.committed_index();
+    if committed.saturating_sub(applied) > READY_APPLY_LAG {
+        return Err(not_ready(&format!("applied index {applied} trails committed {committed}")));
+    }
+    Ok("ready\n")
+}

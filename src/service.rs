@@ -1,0 +1,198 @@
+//! Configuration-center operations over Raft: writes (forwarded to the leader when this node is
+//! not it), linearizable and serializable reads, and the errors they can end in. The HTTP layer
+//! (`api`) calls only this; this never knows about status codes.
+
+pub mod membership;
+pub mod read_barrier;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandResponse};
+use crate::model::{ConfigKey, ConfigRecord, Namespace};
+use crate::network::{PeerCallError, PeerClient};
+use crate::store::{Store, StoreError};
+use crate::types::{typ, NodeId};
+use read_barrier::ReadBarrier;
+
+pub const PATH_FORWARD_WRITE: &str = "/raft/write";
+pub const PATH_READ_INDEX: &str = "/raft/read-index";
+
+/// How a service call failed. Serializable because a leader sends it back to a forwarding node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    #[error("no leader is known right now; retry shortly")]
+    NoLeader,
+    #[error("the leader (node {leader_id}) could not be reached: {reason}")]
+    LeaderUnreachable { leader_id: NodeId, reason: String },
+    #[error("a majority of voters did not confirm in time; the cluster may be partitioned")]
+    QuorumUnavailable,
+    #[error("the request did not complete within {millis} ms; a write may or may not have been applied")]
+    Timeout { millis: u64 },
+    #[error("this node is shutting down or stopped after a fatal error: {0}")]
+    Stopped(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("this node already belongs to a cluster")]
+    AlreadyInitialized,
+    #[error("this node is not a member of any cluster yet")]
+    NotInitialized,
+    #[error("node {0} is not a member of this cluster")]
+    UnknownMember(NodeId),
+    #[error("invalid membership change: {0}")]
+    InvalidMembership(String),
+    #[error("another membership change is in progress; retry when it completes")]
+    MembershipInProgress,
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// Timeouts the service applies to client-facing operations.
+#[derive(Debug, Clone)]
+pub struct ServiceTimeouts {
+    /// Upper bound for one client write or linearizable read, forwarding included.
+    pub request: Duration,
+    /// How long a request waits for an election to produce a leader before answering 503.
+    pub leader_wait: Duration,
+}
+
+/// The node's operations, shared by the client API, the admin API and the peer routes.
+pub struct Service {
+    pub raft: typ::Raft,
+    pub store: Store,
+    pub peers: PeerClient,
+    pub timeouts: ServiceTimeouts,
+    pub advertise_peer: String,
+    pub committed_index: Arc<AtomicU64>,
+    reads: ReadBarrier,
+}
+
+impl Service {
+    pub fn new(
+        raft: typ::Raft,
+        store: Store,
+        peers: PeerClient,
+        timeouts: ServiceTimeouts,
+        advertise_peer: String,
+        committed_index: Arc<AtomicU64>,
+    ) -> Arc<Service> {
+        let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
+        Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, reads })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.peers.identity().node_id()
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.committed_index.load(Ordering::Relaxed)
+    }
+
+    /// Commits `command` through Raft, on this node if it leads, else on the leader.
+    pub async fn write(&self, command: Command) -> Result<CommandResponse, Error> {
+        let deadline = tokio::time::Instant::now() + self.timeouts.request;
+        let millis = self.timeouts.request.as_millis() as u64;
+        tokio::time::timeout_at(deadline, self.write_until(command, deadline))
+            .await
+            .unwrap_or(Err(Error::Timeout { millis }))
+    }
+
+    async fn write_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<CommandResponse, Error> {
+        loop {
+            match self.raft.client_write(command.clone()).await {
+                Ok(response) => return Ok(response.data),
+                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                    let (Some(leader_id), Some(leader)) = (f.leader_id, f.leader_node) else {
+                        wait_for_leader(&self.raft, &self.timeouts, deadline).await?;
+                        continue;
+                    };
+                    match self.forward_write(leader_id, &leader.peer_url, &command, deadline).await {
+                        // The leader stepped down between our look-up and its apply: look again.
+                        Err(Error::NoLeader) => wait_for_leader(&self.raft, &self.timeouts, deadline).await?,
+                        other => return other,
+                    }
+                }
+                Err(openraft::error::RaftError::APIError(e)) => return Err(Error::InvalidMembership(e.to_string())),
+                Err(openraft::error::RaftError::Fatal(f)) => return Err(Error::Stopped(f.to_string())),
+            }
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        leader_id: NodeId,
+        peer_url: &str,
+        command: &Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<CommandResponse, Error> {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reply: Result<Result<CommandResponse, Error>, PeerCallError> =
+                self.peers.call(peer_url, PATH_FORWARD_WRITE, leader_id, command, left).await;
+            match reply {
+                Ok(result) => return result,
+                // Nothing was sent: safe to retry until the deadline.
+                Err(PeerCallError::Unreachable(_)) if left > backoff => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    if self.raft.current_leader().await != Some(leader_id) {
+                        return Err(Error::NoLeader);
+                    }
+                }
+                Err(e) => return Err(Error::LeaderUnreachable { leader_id, reason: e.to_string() }),
+            }
+        }
+    }
+
+    /// Returns once this node's state machine reflects every write acknowledged before the call.
+    pub async fn linearize(&self) -> Result<(), Error> {
+        self.reads.wait_linearizable().await.map(|_| ())
+    }
+
+    /// The leader side of a follower's read-index request: confirms leadership with a quorum and
+    /// returns the index the follower must apply up to.
+    pub async fn read_index_as_leader(&self) -> Result<u64, Error> {
+        self.reads.wait_linearizable().await
+    }
+
+    /// Reads one configuration from the local state machine.
+    pub fn get(&self, key: &ConfigKey) -> Result<Option<(ConfigRecord, Vec<u8>)>, Error> {
+        Ok(self.store.get_config(key)?)
+    }
+
+    /// Lists the configurations in a namespace from the local state machine.
+    pub fn list(&self, namespace: &Namespace) -> Result<Vec<(String, ConfigRecord)>, Error> {
+        Ok(self.store.list_configs(namespace)?)
+    }
+
+    /// The local applied index, the revision a serializable read reflects.
+    pub fn applied_index(&self) -> u64 {
+        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+}
+
+/// Waits (bounded by `leader_wait` and `deadline`) until some leader is known.
+pub(crate) async fn wait_for_leader(
+    raft: &typ::Raft,
+    timeouts: &ServiceTimeouts,
+    deadline: tokio::time::Instant,
+) -> Result<(), Error> {
+    // Also paces callers that loop on this while the leader's address is still unknown.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let bound = (tokio::time::Instant::now() + timeouts.leader_wait).min(deadline);
+    let mut metrics = raft.metrics();
+    let known = tokio::time::timeout_at(bound, metrics.wait_for(|m| m.current_leader.is_some())).await;
+    match known {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(Error::Stopped("raft metrics closed".into())),
+        Err(_) => Err(Error::NoLeader),
+    }
+}

@@ -1,0 +1,166 @@
+//! The node's one RocksDB: opening it, its column families and key layout, the node's identity
+//! (node id, cluster id) and the read side of the configuration state. The only module that
+//! imports `rocksdb`.
+//!
+//! Column families: `meta` (vote, committed, last purged, node id, cluster id), `logs`
+//! (big-endian index → entry), `sm_meta` (last applied, membership), `sm_data` (configs and
+//! versions), `snapshot` (the current snapshot's meta and bytes). One WAL covers them all, so a
+//! durable record implies every earlier record is durable.
+
+mod keys;
+pub mod log_store;
+pub mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Options, DB};
+
+pub use log_store::LogStore;
+pub use state_machine::StateMachineStore;
+
+use crate::model::{ConfigKey, ConfigRecord, Namespace};
+use crate::types::NodeId;
+
+/// Errors opening or reading the store outside openraft's traits.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("corrupt record under {what}: {source}")]
+    Corrupt { what: &'static str, source: bincode::Error },
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_LOGS: &str = "logs";
+pub(crate) const CF_SM_META: &str = "sm_meta";
+pub(crate) const CF_SM_DATA: &str = "sm_data";
+pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+const ALL_CFS: [&str; 5] = [CF_META, CF_LOGS, CF_SM_META, CF_SM_DATA, CF_SNAPSHOT];
+
+/// A handle on the node's RocksDB, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+/// Everything openraft needs from storage, built from one [`Store`].
+pub struct RaftStorage {
+    pub log_store: LogStore,
+    pub state_machine: StateMachineStore,
+}
+
+impl Store {
+    /// Opens (creating if needed) the RocksDB under `dir`. A new directory gets a fresh node id.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
+        let store = Store { db: Arc::new(db) };
+        store.ensure_node_id()?;
+        Ok(store)
+    }
+
+    /// The openraft log store and state machine over this database.
+    pub fn raft_storage(&self) -> RaftStorage {
+        RaftStorage {
+            log_store: LogStore::new(self.db.clone()),
+            state_machine: StateMachineStore::new(self.db.clone()),
+        }
+    }
+
+    pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+        db.cf_handle(name).expect("column family is created at open")
+    }
+
+    fn ensure_node_id(&self) -> Result<NodeId, StoreError> {
+        if let Some(id) = self.node_id_opt()? {
+            return Ok(id);
+        }
+        // Ids stay below 2^53 so that JSON clients in any language read them exactly.
+        let id = rand::random::<u64>() >> 11 | 1;
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(true);
+        self.db.put_cf_opt(Self::cf(&self.db, CF_META), keys::NODE_ID, id.to_be_bytes(), &write)?;
+        Ok(id)
+    }
+
+    fn node_id_opt(&self) -> Result<Option<NodeId>, StoreError> {
+        let raw = self.db.get_cf(Self::cf(&self.db, CF_META), keys::NODE_ID)?;
+        Ok(raw.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+    }
+
+    /// This node's id, created with the data directory.
+    pub fn node_id(&self) -> Result<NodeId, StoreError> {
+        self.ensure_node_id()
+    }
+
+    /// The cluster this node belongs to, once it was initialized or first contacted by a leader.
+    pub fn cluster_id(&self) -> Result<Option<String>, StoreError> {
+        let raw = self.db.get_cf(Self::cf(&self.db, CF_META), keys::CLUSTER_ID)?;
+        Ok(raw.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Records the cluster id durably.
+    pub fn set_cluster_id(&self, cluster_id: &str) -> Result<(), StoreError> {
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(true);
+        self.db.put_cf_opt(Self::cf(&self.db, CF_META), keys::CLUSTER_ID, cluster_id.as_bytes(), &write)?;
+        Ok(())
+    }
+
+    /// The record and current content of one configuration, as applied locally.
+    pub fn get_config(&self, key: &ConfigKey) -> Result<Option<(ConfigRecord, Vec<u8>)>, StoreError> {
+        let data = Self::cf(&self.db, CF_SM_DATA);
+        let Some(raw) = self.db.get_cf(data, keys::record(key))? else { return Ok(None) };
+        let record: ConfigRecord = decode("config record", &raw)?;
+        let Some(version) = record.current_version else { return Ok(None) };
+        let content = self.db.get_cf(data, keys::version(key, version))?.unwrap_or_default();
+        Ok(Some((record, content)))
+    }
+
+    /// The live configurations in a namespace, by name.
+    pub fn list_configs(&self, namespace: &Namespace) -> Result<Vec<(String, ConfigRecord)>, StoreError> {
+        let prefix = keys::record_prefix(namespace);
+        let iter = self.db.prefix_iterator_cf(Self::cf(&self.db, CF_SM_DATA), &prefix);
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let record: ConfigRecord = decode("config record", &value)?;
+            if record.current_version.is_some() {
+                out.push((String::from_utf8_lossy(&key[prefix.len()..]).into_owned(), record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Approximate on-disk size of all column families, in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|cf| {
+                self.db.property_int_value_cf(Self::cf(&self.db, cf), "rocksdb.total-sst-files-size").ok().flatten()
+            })
+            .sum::<u64>()
+            + self.db.property_int_value("rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0)
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
+    bincode::deserialize(raw).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    bincode::serialize(value).expect("bincode serialization of in-memory values cannot fail")
+}

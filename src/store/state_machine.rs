@@ -1,0 +1,261 @@
+//! openraft's `RaftStateMachine` on RocksDB. `apply` writes each batch's data, last-applied log id
+//! and membership in one `WriteBatch` (the shared WAL makes it durable in log order). Snapshots are
+//! read through one RocksDB snapshot, so their metadata and data always agree, and installed with
+//! one synced `WriteBatch` that replaces the whole state, so a crash leaves old or new, never a mix.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
+use crate::command::{Command, CommandResponse};
+use crate::model::ConfigRecord;
+use crate::types::{typ, TypeConfig};
+
+/// State machine handle; clones share the database.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<DB>,
+}
+
+/// What a snapshot's bytes hold: every key and value of the state-machine data.
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The current snapshot as stored in the `snapshot` column family.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: typ::SnapshotMeta,
+    data: Vec<u8>,
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> typ::StorageError {
+    typ::StorageIOError::read_state_machine(&e).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> typ::StorageError {
+    typ::StorageIOError::write_state_machine(&e).into()
+}
+
+impl StateMachineStore {
+    pub(super) fn new(db: Arc<DB>) -> Self {
+        StateMachineStore { db }
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        Store::cf(&self.db, name)
+    }
+
+    fn current_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
+        let raw = self.db.get_cf(self.cf(CF_SNAPSHOT), keys::CURRENT_SNAPSHOT)?;
+        raw.map(|r| decode("snapshot", &r)).transpose()
+    }
+
+    /// Applies one command against the batch, reading records through `records` so that later
+    /// commands in the same batch see earlier ones.
+    fn apply_command(
+        &self,
+        command: Command,
+        revision: u64,
+        batch: &mut WriteBatch,
+        records: &mut HashMap<Vec<u8>, Option<ConfigRecord>>,
+    ) -> Result<CommandResponse, StoreError> {
+        let key = match &command {
+            Command::Put { key, .. } | Command::Delete { key, .. } => key.clone(),
+        };
+        let record_key = keys::record(&key);
+        let record = match records.get(&record_key) {
+            Some(cached) => cached.clone(),
+            None => {
+                let raw = self.db.get_cf(self.cf(CF_SM_DATA), &record_key)?;
+                raw.map(|r| decode::<ConfigRecord>("config record", &r)).transpose()?
+            }
+        };
+        let current = record.as_ref().and_then(|r| r.current_version);
+        let expected = match &command {
+            Command::Put { expected_version, .. } | Command::Delete { expected_version, .. } => *expected_version,
+        };
+        if let Some(expected) = expected {
+            if current != Some(expected) {
+                return Ok(CommandResponse::VersionMismatch { current });
+            }
+        }
+        let (new_record, response) = match command {
+            Command::Put { format, content, .. } => {
+                let version = record.as_ref().map_or(0, |r| r.latest_version) + 1;
+                batch.put_cf(self.cf(CF_SM_DATA), keys::version(&key, version), content);
+                let new_record =
+                    ConfigRecord { format, current_version: Some(version), latest_version: version, revision };
+                (new_record, CommandResponse::Written { version, revision })
+            }
+            Command::Delete { .. } => {
+                let (Some(record), Some(version)) = (record, current) else {
+                    return Ok(CommandResponse::NotFound);
+                };
+                let new_record = ConfigRecord { current_version: None, revision, ..record };
+                (new_record, CommandResponse::Deleted { version, revision })
+            }
+        };
+        batch.put_cf(self.cf(CF_SM_DATA), &record_key, encode(&new_record));
+        records.insert(record_key, Some(new_record));
+        Ok(response)
+    }
+
+    /// Replaces the whole state with a snapshot's, atomically and durably.
+    fn install(&self, meta: &typ::SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
+        let payload: SnapshotPayload = decode("snapshot payload", &data)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_SM_DATA), keys::SM_DATA_START, keys::SM_DATA_END);
+        for (key, value) in payload.pairs {
+            batch.put_cf(self.cf(CF_SM_DATA), key, value);
+        }
+        batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&meta.last_log_id));
+        batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&meta.last_membership));
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        batch.put_cf(self.cf(CF_SNAPSHOT), keys::CURRENT_SNAPSHOT, encode(&stored));
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db.write_opt(batch, &sync)?;
+        Ok(())
+    }
+
+    /// Builds a snapshot from one consistent RocksDB view and makes it current.
+    fn build(&self) -> Result<typ::Snapshot, StoreError> {
+        let view = self.db.snapshot();
+        let last_applied: Option<typ::LogId> = view
+            .get_cf(self.cf(CF_SM_META), keys::LAST_APPLIED)?
+            .map(|r| decode("last applied", &r))
+            .transpose()?
+            .flatten();
+        let last_membership: typ::StoredMembership = view
+            .get_cf(self.cf(CF_SM_META), keys::MEMBERSHIP)?
+            .map(|r| decode("membership", &r))
+            .transpose()?
+            .unwrap_or_default();
+        let mut pairs = Vec::new();
+        for item in view.iterator_cf(self.cf(CF_SM_DATA), rocksdb::IteratorMode::Start) {
+            let (key, value) = item?;
+            pairs.push((key.into_vec(), value.into_vec()));
+        }
+        drop(view);
+        let data = encode(&SnapshotPayload { pairs });
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default();
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, micros),
+            None => format!("empty-{micros}"),
+        };
+        let meta = typ::SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
+        let metrics = crate::metrics::global();
+        metrics.snapshots_built.inc();
+        metrics.snapshot_size_bytes.set(data.len() as i64);
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        // Unsynced: if lost in a crash, openraft rebuilds it from the state at startup.
+        self.db.put_cf(self.cf(CF_SNAPSHOT), keys::CURRENT_SNAPSHOT, encode(&stored))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || this.build()).await.map_err(|e| {
+            typ::StorageError::from(typ::StorageIOError::write_snapshot(None, &e))
+        })?;
+        built.map_err(|e| typ::StorageIOError::write_snapshot(None, &e).into())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<typ::LogId>, typ::StoredMembership), typ::StorageError> {
+        let meta = self.cf(CF_SM_META);
+        let last_applied: Option<typ::LogId> = self
+            .db
+            .get_cf(meta, keys::LAST_APPLIED)
+            .map_err(read_err)?
+            .map(|r| decode("last applied", &r))
+            .transpose()
+            .map_err(read_err)?
+            .flatten();
+        let membership = self
+            .db
+            .get_cf(meta, keys::MEMBERSHIP)
+            .map_err(read_err)?
+            .map(|r| decode("membership", &r))
+            .transpose()
+            .map_err(read_err)?
+            .unwrap_or_default();
+        Ok((last_applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, typ::StorageError>
+    where
+        I: IntoIterator<Item = typ::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let mut records = HashMap::new();
+        let mut responses = Vec::new();
+        let mut last_applied = None;
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => CommandResponse::Noop,
+                EntryPayload::Normal(command) => self
+                    .apply_command(command, entry.log_id.index, &mut batch, &mut records)
+                    .map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?,
+                EntryPayload::Membership(membership) => {
+                    let stored = typ::StoredMembership::new(Some(entry.log_id), membership);
+                    batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&stored));
+                    CommandResponse::Noop
+                }
+            };
+            responses.push(response);
+        }
+        if last_applied.is_some() {
+            batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&last_applied));
+            self.db.write(batch).map_err(write_err)?;
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, typ::StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &typ::SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), typ::StorageError> {
+        let this = self.clone();
+        let owned_meta = meta.clone();
+        let data = snapshot.into_inner();
+        let installed = tokio::task::spawn_blocking(move || this.install(&owned_meta, data))
+            .await
+            .map_err(|e| typ::StorageError::from(typ::StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        installed.map_err(|e| typ::StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        crate::metrics::global().snapshots_installed.inc();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
+        let stored = self.current_snapshot().map_err(|e| typ::StorageIOError::read_snapshot(None, &e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

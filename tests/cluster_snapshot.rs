@@ -1,0 +1,77 @@
+//! A follower that was down while the leader compacted its log catches up by snapshot, and a
+//! snapshot of more than 50 MB is transferred to a new learner.
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use conflux::client::PutOptions;
+use harness::{eventually, NodeOptions, TestCluster};
+
+fn compacting(every: &str) -> NodeOptions {
+    NodeOptions {
+        extra_args: ["--snapshot-logs", every, "--keep-logs", "5", "--max-body-bytes", "2097152"]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
+async fn metric(url: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start(3, compacting("40")).await;
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let client = cluster.nodes[leader].client();
+    for i in 0..300 {
+        client.put(["t", "a", "e", &format!("k{i}")], format!("v{i}").into_bytes(), PutOptions::default()).await.unwrap();
+    }
+    let leader_url = cluster.nodes[leader].client_url();
+    let purged = metric(&leader_url, "conflux_raft_purged_index").await;
+    assert!(purged > 50.0, "the leader must have purged its log past the follower (purged {purged})");
+
+    cluster.restart(follower).await;
+    let last = cluster.status(leader).await.unwrap().last_log_index;
+    cluster.wait_applied(last).await;
+    let follower_url = cluster.nodes[follower].client_url();
+    assert!(metric(&follower_url, "conflux_snapshots_installed_total").await >= 1.0, "catch-up must use a snapshot");
+    let follower_client = cluster.nodes[follower].client();
+    for i in (0..300).step_by(13) {
+        let got = follower_client.get(["t", "a", "e", &format!("k{i}")], true).await.unwrap().unwrap();
+        assert_eq!(got.content, format!("v{i}").into_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_over_50_megabytes_reaches_a_new_learner() {
+    let mut cluster = TestCluster::start(1, compacting("20")).await;
+    let client = cluster.nodes[0].client();
+    let big = vec![b'x'; 1024 * 1024];
+    for i in 0..62 {
+        let mut content = big.clone();
+        content[0] = b'a' + (i % 26) as u8;
+        client.put(["t", "a", "e", &format!("big{i}")], content, PutOptions::default()).await.unwrap();
+    }
+    let url = cluster.nodes[0].client_url();
+    eventually("a snapshot over 50 MB is built", Duration::from_secs(30), || async {
+        (metric(&url, "conflux_snapshot_size_bytes").await > 50.0 * 1024.0 * 1024.0).then_some(())
+    })
+    .await;
+    let learner = cluster.add_node().await;
+    cluster.add_learner(learner).await;
+    let learner_url = cluster.nodes[learner].client_url();
+    assert!(metric(&learner_url, "conflux_snapshots_installed_total").await >= 1.0);
+    let got = cluster.nodes[learner].client().get(["t", "a", "e", "big61"], true).await.unwrap().unwrap();
+    assert_eq!(got.content.len(), 1024 * 1024);
+    assert_eq!(got.content[0], b'a' + 61 % 26);
+}

@@ -1,0 +1,111 @@
+//! A real single-node process acknowledges writes, is killed with SIGKILL, and restarts on the
+//! same data directory: every acknowledged write is there, and the node resumes where it left off.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use conflux::client::{Client, PutOptions};
+use tempfile::TempDir;
+
+fn start(dir: &std::path::Path, listen: &str, peer: &str) -> Child {
+    let _ = std::fs::remove_file(dir.join("listen.json"));
+    Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", listen, "--peer-listen", peer])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn addresses(dir: &std::path::Path) -> (String, String) {
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(dir.join("listen.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            return (v["client"].as_str().unwrap().to_string(), v["peer"].as_str().unwrap().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node did not start");
+}
+
+async fn ready(client_addr: &str) {
+    for _ in 0..600 {
+        if let Ok(r) = reqwest::get(format!("http://{client_addr}/readyz")).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node never became ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_and_restart() {
+    let dir = TempDir::new().unwrap();
+    let mut node = start(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let (client_addr, peer_addr) = addresses(dir.path()).await;
+    ready(&client_addr).await;
+    let before = Client::new(&format!("http://{peer_addr}"), Some(std::fs::read_to_string(dir.path().join("cluster-token")).unwrap()))
+        .status()
+        .await
+        .unwrap();
+
+    let client = Client::new(&format!("http://{client_addr}"), None);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, acked) = (client.clone(), acked.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let name = format!("w{w}-{i}");
+                    match client.put(["d", "a", "e", &name], name.clone().into_bytes(), PutOptions::default()).await {
+                        Ok(_) => acked.lock().unwrap().push(name),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.kill().unwrap(); // SIGKILL, in the middle of the stream
+    node.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "too few writes before the kill: {}", acked.len());
+
+    let mut node = start(dir.path(), &client_addr, &peer_addr);
+    ready(&client_addr).await;
+    let listing = client.list("d", "a", "e").await.unwrap();
+    let present: std::collections::HashSet<String> = listing.configs.into_iter().map(|c| c.name).collect();
+    let lost: Vec<&String> = acked.iter().filter(|n| !present.contains(*n)).collect();
+    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    for name in acked.iter().step_by(11) {
+        let got = client.get(["d", "a", "e", name], false).await.unwrap().unwrap();
+        assert_eq!(got.content, name.as_bytes());
+    }
+    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
+    let after = Client::new(&format!("http://{peer_addr}"), Some(token)).status().await.unwrap();
+    assert_eq!(after.node_id, before.node_id, "the node id is kept in the data directory");
+    assert_eq!(after.cluster_id, before.cluster_id, "a restart never founds a new cluster");
+    assert_eq!(after.voters.len(), 1);
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let mut node = start(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let (client_addr, _) = addresses(dir.path()).await;
+    ready(&client_addr).await;
+    // SAFETY: sending a signal to our own child process id.
+    let sent = unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let status = tokio::task::spawn_blocking(move || node.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "SIGTERM must end the node with exit code 0, got {status:?}");
+}

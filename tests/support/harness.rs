@@ -1,0 +1,326 @@
+//! Test harness for real clusters: each node is a real `conflux serve` process on 127.0.0.1 with
+//! its own data directory; peer traffic goes through a [`FaultProxy`] per node so tests can
+//! partition the network. Waits poll real state with deadlines; nothing sleeps blindly.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conflux::client::Client;
+use conflux::wire::ClusterStatus;
+use tempfile::TempDir;
+
+#[path = "proxy.rs"]
+mod proxy;
+pub use proxy::FaultProxy;
+
+pub const TOKEN: &str = "test-cluster-token-0123456789abcdef";
+
+/// Extra `conflux serve` flags for every node of a cluster.
+#[derive(Clone, Default)]
+pub struct NodeOptions {
+    pub extra_args: Vec<String>,
+}
+
+pub struct TestNode {
+    pub dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub node_id: u64,
+    pub proxy: FaultProxy,
+    process: Option<Child>,
+}
+
+impl TestNode {
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr)
+    }
+    pub fn client(&self) -> Client {
+        Client::new(&self.client_url(), None)
+    }
+    pub fn admin(&self) -> Client {
+        Client::new(&format!("http://{}", self.peer_addr), Some(TOKEN.to_string()))
+    }
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+pub struct TestCluster {
+    pub root: TempDir,
+    pub nodes: Vec<TestNode>,
+    options: NodeOptions,
+}
+
+fn spawn(dir: &PathBuf, listen: &str, peer_listen: &str, options: &NodeOptions) -> Child {
+    let _ = std::fs::remove_file(dir.join("listen.json"));
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .args(["serve", "--join", "--data-dir"])
+        .arg(dir)
+        .args(["--listen", listen, "--peer-listen", peer_listen])
+        .args(["--heartbeat-ms", "100", "--election-timeout-min-ms", "600", "--election-timeout-max-ms", "1200"])
+        .args(&options.extra_args)
+        .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting conflux serve")
+}
+
+async fn wait_listening(dir: &PathBuf) -> (SocketAddr, SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("listen.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let addr = |k: &str| v[k].as_str().unwrap().parse().unwrap();
+            return (addr("client"), addr("peer"));
+        }
+        assert!(Instant::now() < deadline, "node in {} never started; see node.log", dir.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestCluster {
+    /// Starts `size` nodes in cluster mode, initializes the first, adds the rest as learners and
+    /// promotes them: the same steps an operator takes through the admin API.
+    pub async fn start(size: usize, options: NodeOptions) -> TestCluster {
+        let mut cluster = TestCluster { root: TempDir::new().unwrap(), nodes: Vec::new(), options };
+        for _ in 0..size {
+            cluster.add_node().await;
+        }
+        cluster.nodes[0].admin().init().await.expect("init the first node");
+        for i in 1..size {
+            cluster.add_learner(i).await;
+        }
+        if size > 1 {
+            let voters: Vec<u64> = cluster.nodes.iter().map(|n| n.node_id).collect();
+            cluster.nodes[0].admin().set_voters(voters).await.expect("promote learners");
+        }
+        cluster.wait_converged_membership().await;
+        cluster
+    }
+
+    /// Starts one more (uninitialized) node process and returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let dir = self.root.path().join(format!("node{index}"));
+        let process = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", &self.options);
+        let (client_addr, peer_addr) = wait_listening(&dir).await;
+        let proxy = FaultProxy::start(peer_addr).await;
+        let admin = Client::new(&format!("http://{peer_addr}"), Some(TOKEN.to_string()));
+        let node_id = eventually("node answers status", Duration::from_secs(10), || async {
+            admin.status().await.ok().map(|s| s.node_id)
+        })
+        .await;
+        self.nodes.push(TestNode { dir, client_addr, peer_addr, node_id, proxy, process: Some(process) });
+        index
+    }
+
+    /// Adds node `index` as a learner through any live node and waits for it to catch up.
+    pub async fn add_learner(&self, index: usize) {
+        let node = &self.nodes[index];
+        let via = self.any_running_except(index);
+        let result = via
+            .admin()
+            .add_learner(node.node_id, &node.proxy.url(), Some(Duration::from_secs(30)))
+            .await
+            .expect("add learner");
+        assert!(result.caught_up, "learner {} did not catch up: {result:?}", node.node_id);
+    }
+
+    fn any_running_except(&self, index: usize) -> &TestNode {
+        self.nodes.iter().enumerate().find(|(i, n)| *i != index && n.is_running()).expect("a running node").1
+    }
+
+    pub async fn status(&self, index: usize) -> Option<ClusterStatus> {
+        self.nodes[index].admin().status().await.ok()
+    }
+
+    /// Waits until a leader is agreed by every running node and returns its index.
+    pub async fn leader(&self) -> usize {
+        eventually("a leader agreed by all running nodes", Duration::from_secs(30), || async {
+            let mut leaders = BTreeSet::new();
+            for (i, node) in self.nodes.iter().enumerate() {
+                if node.is_running() {
+                    leaders.insert(self.status(i).await?.leader_id?);
+                }
+            }
+            let leader_id = *leaders.iter().next()?;
+            (leaders.len() == 1).then(|| self.nodes.iter().position(|n| n.node_id == leader_id)).flatten()
+        })
+        .await
+    }
+
+    /// Waits until every running node reports the same voter set.
+    pub async fn wait_converged_membership(&self) -> BTreeSet<u64> {
+        eventually("membership agreed by all running nodes", Duration::from_secs(30), || async {
+            let mut sets = BTreeSet::new();
+            for (i, node) in self.nodes.iter().enumerate() {
+                if node.is_running() {
+                    sets.insert(self.status(i).await?.voters.keys().copied().collect::<BTreeSet<u64>>());
+                }
+            }
+            (sets.len() == 1).then(|| sets.into_iter().next()).flatten()
+        })
+        .await
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_running() {
+                eventually(&format!("node {i} applies {index}"), Duration::from_secs(60), || async {
+                    (self.status(i).await?.applied_index >= index).then_some(())
+                })
+                .await;
+            }
+        }
+    }
+
+    /// SIGKILLs node `index`.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut process) = self.nodes[index].process.take() {
+            process.kill().unwrap();
+            process.wait().unwrap();
+        }
+    }
+
+    /// Restarts node `index` on its data directory and its previous ports.
+    pub async fn restart(&mut self, index: usize) {
+        let node = &self.nodes[index];
+        let process =
+            spawn(&node.dir, &node.client_addr.to_string(), &node.peer_addr.to_string(), &self.options);
+        wait_listening(&node.dir).await;
+        self.nodes[index].process = Some(process);
+    }
+
+    /// Isolates the nodes in `group` from the rest: each side refuses the other's requests.
+    pub fn partition(&self, group: &[usize]) {
+        let inside: BTreeSet<u64> = group.iter().map(|i| self.nodes[*i].node_id).collect();
+        let outside: BTreeSet<u64> =
+            self.nodes.iter().map(|n| n.node_id).filter(|id| !inside.contains(id)).collect();
+        for node in &self.nodes {
+            let blocked = if inside.contains(&node.node_id) { outside.clone() } else { inside.clone() };
+            node.proxy.block_senders(blocked);
+        }
+    }
+
+    pub fn heal(&self) {
+        for node in &self.nodes {
+            node.proxy.block_senders([]);
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut process) = node.process.take() {
+                let _ = process.kill();
+                let _ = process.wait();
+            }
+        }
+    }
+}
+
+/// Clients writing unique keys (`load/t/w/<worker>-<seq>`) round-robin over the given nodes until
+/// stopped; remembers every acknowledged write.
+pub struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(Vec<String>, u64)>>,
+}
+
+pub const LOAD_NAMESPACE: [&str; 3] = ["load", "t", "w"];
+
+impl WriteLoad {
+    pub fn start(client_urls: Vec<String>, workers: usize) -> WriteLoad {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let workers = (0..workers)
+            .map(|worker| {
+                let stop = stop.clone();
+                let clients: Vec<Client> = client_urls.iter().map(|u| Client::new(u, None)).collect();
+                tokio::spawn(async move {
+                    let (mut acked, mut failed) = (Vec::new(), 0u64);
+                    let mut seq = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let name = format!("{worker}-{seq}");
+                        let client = &clients[(worker + seq) % clients.len()];
+                        let key = [LOAD_NAMESPACE[0], LOAD_NAMESPACE[1], LOAD_NAMESPACE[2], name.as_str()];
+                        match client.put(key, name.clone().into_bytes(), Default::default()).await {
+                            Ok(_) => acked.push(name),
+                            Err(_) => {
+                                failed += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                        seq += 1;
+                    }
+                    (acked, failed)
+                })
+            })
+            .collect();
+        WriteLoad { stop, workers }
+    }
+
+    /// Stops the writers; returns the acknowledged names and the number of failed attempts.
+    pub async fn stop(self) -> (Vec<String>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut acked, mut failed) = (Vec::new(), 0);
+        for worker in self.workers {
+            let (a, f) = worker.await.unwrap();
+            acked.extend(a);
+            failed += f;
+        }
+        (acked, failed)
+    }
+}
+
+impl TestCluster {
+    /// Asserts that every running node serves every acknowledged write of a [`WriteLoad`], with
+    /// its content, through a linearizable read.
+    pub async fn assert_has_all(&self, acked: &[String]) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.is_running() {
+                continue;
+            }
+            let client = node.client();
+            let listed = eventually(&format!("node {i} lists the load namespace"), Duration::from_secs(30), || async {
+                client.list(LOAD_NAMESPACE[0], LOAD_NAMESPACE[1], LOAD_NAMESPACE[2]).await.ok()
+            })
+            .await;
+            let names: BTreeSet<String> = listed.configs.into_iter().map(|c| c.name).collect();
+            let missing: Vec<&String> = acked.iter().filter(|a| !names.contains(*a)).collect();
+            assert!(missing.is_empty(), "node {i} lost {} acknowledged writes, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        }
+        let client = self.nodes.iter().find(|n| n.is_running()).unwrap().client();
+        for name in acked.iter().step_by(7) {
+            let key = [LOAD_NAMESPACE[0], LOAD_NAMESPACE[1], LOAD_NAMESPACE[2], name.as_str()];
+            let config = client.get(key, false).await.unwrap().expect("acknowledged write is present");
+            assert_eq!(config.content, name.as_bytes());
+        }
+    }
+}
