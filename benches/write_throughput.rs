@@ -157,7 +157,9 @@ async fn drive(target: Target, url: &str, clients: usize, seconds: u64) -> Measu
                 while Instant::now() < deadline {
                     let key = format!("k{worker}-{}", i % 1000);
                     let request = match target {
-                        Target::Conflux => http.put(format!("{url}/api/v1/configs/bench/app/env/{key}")).body(value.clone()),
+                        Target::Conflux => {
+                            http.put(format!("{url}/api/v1/configs/bench/app/env/{key}")).body(value.clone())
+                        }
                         Target::Etcd => {
                             let b64 = |s: &str| base64_encode(s.as_bytes());
                             let body = format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", b64(&key), b64(&value));

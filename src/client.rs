@@ -90,7 +90,12 @@ impl Client {
     }
 
     /// Writes a new version; `key` is `[tenant, app, env, name]`.
-    pub async fn put(&self, key: [&str; 4], content: Vec<u8>, options: PutOptions<'_>) -> Result<wire::WriteResult, ClientError> {
+    pub async fn put(
+        &self,
+        key: [&str; 4],
+        content: Vec<u8>,
+        options: PutOptions<'_>,
+    ) -> Result<wire::WriteResult, ClientError> {
         let mut builder = self.request(Method::PUT, &Self::config_path(key[0], key[1], key[2], key[3])).body(content);
         if let Some(format) = options.format {
             builder = builder.query(&[("format", format)]);
@@ -154,8 +159,9 @@ impl Client {
         peer_url: &str,
         wait: Option<Duration>,
     ) -> Result<wire::LearnerResult, ClientError> {
-        let mut builder =
-            self.request(Method::POST, "/admin/learners").json(&wire::AddLearner { node_id, peer_url: peer_url.into() });
+        let mut builder = self
+            .request(Method::POST, "/admin/learners")
+            .json(&wire::AddLearner { node_id, peer_url: peer_url.into() });
         if let Some(wait) = wait {
             builder = builder.query(&[("wait", wait.as_secs_f64())]).timeout(wait + Duration::from_secs(30));
         }

@@ -36,7 +36,7 @@ pub struct NodeConfig {
     #[arg(long, env = "CONFLUX_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
     /// Raft heartbeat interval in milliseconds (also the AppendEntries timeout).
-    #[arg(long, env = "CONFLUX_HEARTBEAT_MS", default_value_t = 150)]
+    #[arg(long, env = "CONFLUX_HEARTBEAT_MS", default_value_t = 200)]
     pub heartbeat_ms: u64,
     /// Lower bound of the randomized election timeout, in milliseconds.
     #[arg(long, env = "CONFLUX_ELECTION_TIMEOUT_MIN_MS", default_value_t = 1000)]
@@ -103,9 +103,11 @@ impl NodeConfig {
             replication_lag_threshold: self.snapshot_logs.saturating_mul(2),
             snapshot_max_chunk_size: 4 * 1024 * 1024,
             max_in_snapshot_log_to_keep: self.keep_logs,
-            purge_batch_size: 256,
+            purge_batch_size: self.snapshot_logs.clamp(1, 256),
             ..Default::default()
         };
-        config.validate().map_err(|e| ConfigError { key: "heartbeat-ms / election-timeout-*-ms", reason: e.to_string() })
+        config
+            .validate()
+            .map_err(|e| ConfigError { key: "heartbeat-ms / election-timeout-*-ms", reason: e.to_string() })
     }
 }

@@ -166,10 +166,7 @@ mod tests {
     #[test]
     fn names_are_checked_segment_by_segment() {
         assert!(ConfigKey::new("acme", "shop", "prod", "db.json").is_ok());
-        assert_eq!(
-            ConfigKey::new("", "a", "b", "c"),
-            Err(ModelError::BadLength { field: "tenant", len: 0 })
-        );
+        assert_eq!(ConfigKey::new("", "a", "b", "c"), Err(ModelError::BadLength { field: "tenant", len: 0 }));
         assert!(matches!(ConfigKey::new("a", "b/c", "d", "e"), Err(ModelError::BadCharacters { field: "app", .. })));
         assert!(matches!(ConfigKey::new("a", "b", "..", "e"), Err(ModelError::BadCharacters { field: "env", .. })));
         let long = "x".repeat(MAX_SEGMENT_LEN + 1);

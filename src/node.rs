@@ -57,7 +57,8 @@ fn resolve_token(config: &NodeConfig) -> Result<String, StartError> {
         token
     } else if config.join {
         return Err(StartError::Token(
-            "cluster mode (--join) needs --cluster-token-file or CONFLUX_CLUSTER_TOKEN, the same on every member".into(),
+            "cluster mode (--join) needs --cluster-token-file or CONFLUX_CLUSTER_TOKEN, the same on every member"
+                .into(),
         ));
     } else {
         token_in_data_dir(&config.data_dir)?
@@ -112,8 +113,10 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
 
     let client_listener = bind(config.listen).await?;
     let peer_listener = bind(config.peer_listen).await?;
-    let client_addr = client_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let peer_addr = peer_listener.local_addr().map_err(|source| StartError::Bind { addr: config.peer_listen, source })?;
+    let client_addr =
+        client_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let peer_addr =
+        peer_listener.local_addr().map_err(|source| StartError::Bind { addr: config.peer_listen, source })?;
     let advertise_peer = config.advertise_peer.clone().unwrap_or_else(|| format!("http://{peer_addr}"));
 
     let peers = PeerClient::new(token.into(), identity.clone());

@@ -49,8 +49,7 @@ pub mod typ {
     pub type Snapshot = openraft::Snapshot<TypeConfig>;
     pub type RaftMetrics = openraft::RaftMetrics<NodeId, PeerNode>;
     pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
-    pub type RPCError<E = openraft::error::Infallible> =
-        openraft::error::RPCError<NodeId, PeerNode, RaftError<E>>;
+    pub type RPCError<E = openraft::error::Infallible> = openraft::error::RPCError<NodeId, PeerNode, RaftError<E>>;
     pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, PeerNode>;
     pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
     pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, PeerNode>;

@@ -13,10 +13,11 @@ async fn write_on_each_node_read_on_all(cluster: &TestCluster) {
         let name = format!("from-node-{i}");
         let written = node
             .client()
-            .put(["acme", "shop", "prod", &name], format!("{{\"node\": {i}}}").into_bytes(), conflux::client::PutOptions {
-                format: Some("json"),
-                if_match: None,
-            })
+            .put(
+                ["acme", "shop", "prod", &name],
+                format!("{{\"node\": {i}}}").into_bytes(),
+                conflux::client::PutOptions { format: Some("json"), if_match: None },
+            )
             .await
             .expect("write through any node");
         assert_eq!(written.version, 1);

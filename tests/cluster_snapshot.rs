@@ -34,7 +34,10 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
     cluster.kill(follower);
     let client = cluster.nodes[leader].client();
     for i in 0..300 {
-        client.put(["t", "a", "e", &format!("k{i}")], format!("v{i}").into_bytes(), PutOptions::default()).await.unwrap();
+        client
+            .put(["t", "a", "e", &format!("k{i}")], format!("v{i}").into_bytes(), PutOptions::default())
+            .await
+            .unwrap();
     }
     let leader_url = cluster.nodes[leader].client_url();
     let purged = metric(&leader_url, "conflux_raft_purged_index").await;

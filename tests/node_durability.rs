@@ -48,10 +48,13 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
     let mut node = start(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
     let (client_addr, peer_addr) = addresses(dir.path()).await;
     ready(&client_addr).await;
-    let before = Client::new(&format!("http://{peer_addr}"), Some(std::fs::read_to_string(dir.path().join("cluster-token")).unwrap()))
-        .status()
-        .await
-        .unwrap();
+    let before = Client::new(
+        &format!("http://{peer_addr}"),
+        Some(std::fs::read_to_string(dir.path().join("cluster-token")).unwrap()),
+    )
+    .status()
+    .await
+    .unwrap();
 
     let client = Client::new(&format!("http://{client_addr}"), None);
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -59,8 +59,11 @@ pub async fn add_learner(
             })?,
     };
     let request = json_body(body)?;
-    let change =
-        MembershipChange::AddLearner { node_id: request.node_id, peer_url: request.peer_url, wait_millis: wait.as_millis() as u64 };
+    let change = MembershipChange::AddLearner {
+        node_id: request.node_id,
+        peer_url: request.peer_url,
+        wait_millis: wait.as_millis() as u64,
+    };
     match state.service.change_membership(change).await? {
         MembershipOutcome::Learner(result) => {
             let status = if wait.is_zero() || result.caught_up { StatusCode::OK } else { StatusCode::ACCEPTED };

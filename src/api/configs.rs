@@ -18,9 +18,7 @@ use crate::wire;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 fn query(params: Params) -> Result<HashMap<String, String>, ApiError> {
-    params
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::BadRequest { code: "invalid_query", detail: e.body_text() })
+    params.map(|Query(q)| q).map_err(|e| ApiError::BadRequest { code: "invalid_query", detail: e.body_text() })
 }
 
 fn config_key(path: Result<Path<(String, String, String, String)>, PathRejection>) -> Result<ConfigKey, ApiError> {
@@ -68,14 +66,18 @@ fn write_answer(response: CommandResponse, key: &ConfigKey, expected: Option<u64
     match response {
         CommandResponse::Written { version, revision } | CommandResponse::Deleted { version, revision } => {
             let mut answer = Json(wire::WriteResult { version, revision }).into_response();
-            answer.headers_mut().insert(header::ETAG, HeaderValue::from_str(&format!("\"{version}\"")).expect("digits"));
+            answer
+                .headers_mut()
+                .insert(header::ETAG, HeaderValue::from_str(&format!("\"{version}\"")).expect("digits"));
             Ok(answer)
         }
         CommandResponse::NotFound => Err(ApiError::NotFound(format!("config {key}"))),
         CommandResponse::VersionMismatch { current } => {
             Err(ApiError::VersionMismatch { expected: expected.unwrap_or_default(), current })
         }
-        CommandResponse::Noop => Err(ApiError::Service(crate::service::Error::Storage("write produced no result".into()))),
+        CommandResponse::Noop => {
+            Err(ApiError::Service(crate::service::Error::Storage("write produced no result".into())))
+        }
     }
 }
 

@@ -14,6 +14,11 @@ pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 
+/// Most bytes of entries sent in one AppendEntries. openraft 0.9 caps batches only by count, and
+/// the whole round trip must fit in the heartbeat interval, so a larger batch is cut here and
+/// reported as a partial success; openraft sends the rest next.
+pub const APPEND_BYTES_BUDGET: u64 = 4 * 1024 * 1024;
+
 /// Hands out one connection object per target; all share the pooled client.
 #[derive(Clone)]
 pub struct RaftNetworkClient {
@@ -48,27 +53,52 @@ impl PeerConnection {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let reply: Result<Resp, typ::RaftError<E>> = self
-            .peers
-            .call(&self.node.peer_url, path, self.target, request, option.soft_ttl())
-            .await
-            .map_err(|e| match &e {
-                PeerCallError::Unreachable(_) | PeerCallError::Refused { .. } if e.is_unreachable() => {
-                    openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+        let reply: Result<Resp, typ::RaftError<E>> =
+            self.peers.call(&self.node.peer_url, path, self.target, request, option.soft_ttl()).await.map_err(|e| {
+                match &e {
+                    PeerCallError::Unreachable(_) | PeerCallError::Refused { .. } if e.is_unreachable() => {
+                        openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+                    }
+                    _ => openraft::error::RPCError::Network(NetworkError::new(&e)),
                 }
-                _ => openraft::error::RPCError::Network(NetworkError::new(&e)),
             })?;
-        reply.map_err(|e| openraft::error::RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        reply.map_err(|e| {
+            openraft::error::RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+        })
     }
+}
+
+/// How many leading entries fit in [`APPEND_BYTES_BUDGET`]; always at least one.
+fn entries_within_budget(entries: &[typ::Entry]) -> usize {
+    let mut bytes = 0u64;
+    for (count, entry) in entries.iter().enumerate() {
+        bytes += bincode::serialized_size(entry).unwrap_or(APPEND_BYTES_BUDGET);
+        if bytes > APPEND_BYTES_BUDGET && count > 0 {
+            return count;
+        }
+    }
+    entries.len()
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        rpc: typ::AppendEntriesRequest,
+        mut rpc: typ::AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<typ::AppendEntriesResponse, typ::RPCError> {
-        self.rpc(PATH_APPEND, &rpc, &option).await
+        let keep = entries_within_budget(&rpc.entries);
+        if keep == rpc.entries.len() {
+            return self.rpc(PATH_APPEND, &rpc, &option).await;
+        }
+        rpc.entries.truncate(keep);
+        let last_sent = rpc.entries.last().map(|e| e.log_id);
+        let response = self.rpc(PATH_APPEND, &rpc, &option).await?;
+        Ok(match response {
+            openraft::raft::AppendEntriesResponse::Success => {
+                openraft::raft::AppendEntriesResponse::PartialSuccess(last_sent)
+            }
+            other => other,
+        })
     }
 
     async fn install_snapshot(
@@ -86,6 +116,39 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     fn backoff(&self) -> Backoff {
         // 100 ms, doubling, capped at 2 s: an unreachable peer costs little, and a returning one
         // is picked up within two seconds.
-        Backoff::new((0..).map(|attempt: u32| Duration::from_millis(100u64 << attempt.min(4)).min(Duration::from_secs(2))))
+        Backoff::new(
+            (0..).map(|attempt: u32| Duration::from_millis(100u64 << attempt.min(4)).min(Duration::from_secs(2))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::model::{ConfigKey, Format};
+
+    fn entry_of(bytes: usize, index: u64) -> typ::Entry {
+        let command = Command::Put {
+            key: ConfigKey::new("t", "a", "e", "n").unwrap(),
+            format: Format::Text,
+            content: vec![b'x'; bytes],
+            expected_version: None,
+        };
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(command),
+        }
+    }
+
+    #[test]
+    fn append_batches_are_cut_to_the_byte_budget_but_never_empty() {
+        let small: Vec<_> = (0..100).map(|i| entry_of(128, i)).collect();
+        assert_eq!(entries_within_budget(&small), 100);
+        let megabyte: Vec<_> = (0..10).map(|i| entry_of(1024 * 1024, i)).collect();
+        assert_eq!(entries_within_budget(&megabyte), 3);
+        let huge = vec![entry_of(6 * 1024 * 1024, 0), entry_of(10, 1)];
+        assert_eq!(entries_within_budget(&huge), 1);
+        assert_eq!(entries_within_budget(&[]), 0);
     }
 }

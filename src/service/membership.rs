@@ -39,7 +39,10 @@ pub enum MembershipOutcome {
 fn members(m: &typ::RaftMetrics) -> (BTreeMap<NodeId, String>, BTreeMap<NodeId, String>) {
     let membership = m.membership_config.membership();
     let url = |id: NodeId| membership.get_node(&id).map(|n| n.peer_url.clone()).unwrap_or_default();
-    (membership.voter_ids().map(|id| (id, url(id))).collect(), membership.learner_ids().map(|id| (id, url(id))).collect())
+    (
+        membership.voter_ids().map(|id| (id, url(id))).collect(),
+        membership.learner_ids().map(|id| (id, url(id))).collect(),
+    )
 }
 
 fn membership_view(m: &typ::RaftMetrics) -> wire::Membership {
@@ -53,7 +56,9 @@ fn change_error(e: RaftError<NodeId, typ::ClientWriteError>) -> Error {
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
             ChangeMembershipError::InProgress(_) => Error::MembershipInProgress,
             ChangeMembershipError::LearnerNotFound(l) => Error::UnknownMember(l.node_id),
-            ChangeMembershipError::EmptyMembership(_) => Error::InvalidMembership("the voter set would be empty".into()),
+            ChangeMembershipError::EmptyMembership(_) => {
+                Error::InvalidMembership("the voter set would be empty".into())
+            }
         },
         RaftError::Fatal(f) => Error::Stopped(f.to_string()),
     }
@@ -158,15 +163,21 @@ impl Service {
             return Err(Error::NoLeader);
         }
         match change {
-            MembershipChange::AddLearner { node_id, peer_url, wait_millis } => {
-                self.add_learner(node_id, peer_url, Duration::from_millis(wait_millis)).await.map(MembershipOutcome::Learner)
-            }
+            MembershipChange::AddLearner { node_id, peer_url, wait_millis } => self
+                .add_learner(node_id, peer_url, Duration::from_millis(wait_millis))
+                .await
+                .map(MembershipOutcome::Learner),
             MembershipChange::SetVoters { voters } => self.set_voters(voters).await.map(MembershipOutcome::Changed),
             MembershipChange::Remove { node_id } => self.remove_member(node_id).await.map(MembershipOutcome::Changed),
         }
     }
 
-    async fn add_learner(&self, node_id: NodeId, peer_url: String, wait: Duration) -> Result<wire::LearnerResult, Error> {
+    async fn add_learner(
+        &self,
+        node_id: NodeId,
+        peer_url: String,
+        wait: Duration,
+    ) -> Result<wire::LearnerResult, Error> {
         check_peer_url(&peer_url)?;
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
@@ -236,7 +247,8 @@ impl Service {
                 }
                 let Some(node) = node else { return false };
                 let caught_up = last_log.saturating_sub(matched) <= HEALTHY_LAG_ENTRIES;
-                let answered: Result<NodeId, _> = self.peers.call(&node.peer_url, PATH_PING, *id, &(), PING_TIMEOUT).await;
+                let answered: Result<NodeId, _> =
+                    self.peers.call(&node.peer_url, PATH_PING, *id, &(), PING_TIMEOUT).await;
                 caught_up && answered.is_ok()
             }
         });

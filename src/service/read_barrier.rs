@@ -33,7 +33,12 @@ impl ReadBarrier {
     }
 }
 
-async fn run(raft: typ::Raft, peers: PeerClient, timeouts: ServiceTimeouts, mut waiting: mpsc::UnboundedReceiver<Waiter>) {
+async fn run(
+    raft: typ::Raft,
+    peers: PeerClient,
+    timeouts: ServiceTimeouts,
+    mut waiting: mpsc::UnboundedReceiver<Waiter>,
+) {
     while let Some(first) = waiting.recv().await {
         let mut round = vec![first];
         while let Ok(more) = waiting.try_recv() {

@@ -5,8 +5,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -113,8 +113,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_log_id = match last {
             Some(item) => {
                 let (_, value) = item.map_err(|e| typ::StorageIOError::read_logs(&e))?;
-                let entry: typ::Entry =
-                    decode("log entry", &value).map_err(|e| typ::StorageIOError::read_logs(&e))?;
+                let entry: typ::Entry = decode("log entry", &value).map_err(|e| typ::StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
             None => last_purged_log_id,
@@ -187,4 +186,3 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 }
-

@@ -168,9 +168,9 @@ impl StateMachineStore {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
         let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || this.build()).await.map_err(|e| {
-            typ::StorageError::from(typ::StorageIOError::write_snapshot(None, &e))
-        })?;
+        let built = tokio::task::spawn_blocking(move || this.build())
+            .await
+            .map_err(|e| typ::StorageError::from(typ::StorageIOError::write_snapshot(None, &e)))?;
         built.map_err(|e| typ::StorageIOError::write_snapshot(None, &e).into())
     }
 }

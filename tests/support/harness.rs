@@ -56,15 +56,15 @@ pub struct TestCluster {
     options: NodeOptions,
 }
 
-fn spawn(dir: &PathBuf, listen: &str, peer_listen: &str, options: &NodeOptions) -> Child {
+fn spawn(dir: &PathBuf, listen: &str, peer_listen: &str, advertise_peer: &str, options: &NodeOptions) -> Child {
     let _ = std::fs::remove_file(dir.join("listen.json"));
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_conflux"))
         .args(["serve", "--join", "--data-dir"])
         .arg(dir)
-        .args(["--listen", listen, "--peer-listen", peer_listen])
-        .args(["--heartbeat-ms", "100", "--election-timeout-min-ms", "600", "--election-timeout-max-ms", "1200"])
+        .args(["--listen", listen, "--peer-listen", peer_listen, "--advertise-peer", advertise_peer])
+        .args(["--heartbeat-ms", "150", "--election-timeout-min-ms", "800", "--election-timeout-max-ms", "1600"])
         .args(&options.extra_args)
         .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
         .env("RUST_LOG", "info,openraft=warn")
@@ -127,9 +127,11 @@ impl TestCluster {
     pub async fn add_node(&mut self) -> usize {
         let index = self.nodes.len();
         let dir = self.root.path().join(format!("node{index}"));
-        let process = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", &self.options);
+        // The proxy exists first so the node can advertise it: all peer traffic then passes it.
+        let proxy = FaultProxy::start("127.0.0.1:9".parse().unwrap()).await;
+        let process = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", &proxy.url(), &self.options);
         let (client_addr, peer_addr) = wait_listening(&dir).await;
-        let proxy = FaultProxy::start(peer_addr).await;
+        proxy.set_target(peer_addr);
         let admin = Client::new(&format!("http://{peer_addr}"), Some(TOKEN.to_string()));
         let node_id = eventually("node answers status", Duration::from_secs(10), || async {
             admin.status().await.ok().map(|s| s.node_id)
@@ -159,7 +161,8 @@ impl TestCluster {
         self.nodes[index].admin().status().await.ok()
     }
 
-    /// Waits until a leader is agreed by every running node and returns its index.
+    /// Waits until every running node names the same running leader, which says it leads, and
+    /// returns its index.
     pub async fn leader(&self) -> usize {
         eventually("a leader agreed by all running nodes", Duration::from_secs(30), || async {
             let mut leaders = BTreeSet::new();
@@ -169,7 +172,9 @@ impl TestCluster {
                 }
             }
             let leader_id = *leaders.iter().next()?;
-            (leaders.len() == 1).then(|| self.nodes.iter().position(|n| n.node_id == leader_id)).flatten()
+            let index = self.nodes.iter().position(|n| n.node_id == leader_id && n.is_running())?;
+            let leads = self.status(index).await?.state == "Leader";
+            (leaders.len() == 1 && leads).then_some(index)
         })
         .await
     }
@@ -211,8 +216,8 @@ impl TestCluster {
     /// Restarts node `index` on its data directory and its previous ports.
     pub async fn restart(&mut self, index: usize) {
         let node = &self.nodes[index];
-        let process =
-            spawn(&node.dir, &node.client_addr.to_string(), &node.peer_addr.to_string(), &self.options);
+        let (client, peer, proxy) = (node.client_addr.to_string(), node.peer_addr.to_string(), node.proxy.url());
+        let process = spawn(&node.dir, &client, &peer, &proxy, &self.options);
         wait_listening(&node.dir).await;
         self.nodes[index].process = Some(process);
     }
@@ -220,8 +225,7 @@ impl TestCluster {
     /// Isolates the nodes in `group` from the rest: each side refuses the other's requests.
     pub fn partition(&self, group: &[usize]) {
         let inside: BTreeSet<u64> = group.iter().map(|i| self.nodes[*i].node_id).collect();
-        let outside: BTreeSet<u64> =
-            self.nodes.iter().map(|n| n.node_id).filter(|id| !inside.contains(id)).collect();
+        let outside: BTreeSet<u64> = self.nodes.iter().map(|n| n.node_id).filter(|id| !inside.contains(id)).collect();
         for node in &self.nodes {
             let blocked = if inside.contains(&node.node_id) { outside.clone() } else { inside.clone() };
             node.proxy.block_senders(blocked);
@@ -314,7 +318,12 @@ impl TestCluster {
             .await;
             let names: BTreeSet<String> = listed.configs.into_iter().map(|c| c.name).collect();
             let missing: Vec<&String> = acked.iter().filter(|a| !names.contains(*a)).collect();
-            assert!(missing.is_empty(), "node {i} lost {} acknowledged writes, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+            assert!(
+                missing.is_empty(),
+                "node {i} lost {} acknowledged writes, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
         }
         let client = self.nodes.iter().find(|n| n.is_running()).unwrap().client();
         for name in acked.iter().step_by(7) {

@@ -50,11 +50,8 @@ impl FaultProxy {
 }
 
 async fn forward(State(rules): State<Rules>, request: Request) -> Response {
-    let sender = request
-        .headers()
-        .get("x-conflux-from-node")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let sender =
+        request.headers().get("x-conflux-from-node").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if sender.is_some_and(|s| rules.blocked_senders.lock().unwrap().contains(&s)) {
         return (StatusCode::SERVICE_UNAVAILABLE, "partitioned by the test proxy").into_response();
     }
