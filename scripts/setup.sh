@@ -9,6 +9,8 @@ command -v clang >/dev/null 2>&1 || want+=(clang)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || want+=(libclang-dev)
 if [ "${1:-}" != "--build-only" ]; then
   command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+  command -v python3 >/dev/null 2>&1 || want+=(python3)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
 fi
 if [ "${1:-}" = "--bench" ]; then
   command -v etcd >/dev/null 2>&1 || want+=(etcd-server)

@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, clippy, unit, storage, API and real multi-process
-# cluster tests. Installs what is missing first.
+# Runs every check and test: formatting, clippy, unit and property tests, storage, API and real
+# multi-process cluster tests, the operator (planner, reconcile against kube-fake-client, end to
+# end with real nodes), and the Helm chart and manifests. Installs what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo build (tests)"
-cargo test --workspace --no-run
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+echo "== chart and manifests (real Helm via helm-python-sdk, kubernetes-validate)"
+venv=/var/cache/conflux-venv
+mkdir -p "$venv" 2>/dev/null && [ -w "$venv" ] || venv=.venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/chart/requirements.txt
+"$venv/bin/python" -m pytest -p no:cacheprovider -q tests/chart
+
 echo "== cargo test"
+# Every cargo command here selects the whole workspace with all features, so dependencies are
+# resolved identically and RocksDB is compiled once, not once per command.
+# The operator's end-to-end test (feature e2e) runs real nodes from the binary built here.
+export CONFLUX_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/conflux"
+cargo test --workspace --all-features --no-run
 # One test at a time: cluster tests start several node processes each and time elections; on a
 # two-core machine running them side by side only adds noise.
-cargo test --workspace -- --test-threads=1
+cargo test --workspace --all-features -- --test-threads=1

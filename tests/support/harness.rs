@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ pub struct TestCluster {
     options: NodeOptions,
 }
 
-fn spawn(dir: &PathBuf, listen: &str, peer_listen: &str, advertise_peer: &str, options: &NodeOptions) -> Child {
+fn spawn(dir: &Path, listen: &str, peer_listen: &str, advertise_peer: &str, options: &NodeOptions) -> Child {
     let _ = std::fs::remove_file(dir.join("listen.json"));
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
@@ -74,7 +74,7 @@ fn spawn(dir: &PathBuf, listen: &str, peer_listen: &str, advertise_peer: &str, o
         .expect("starting conflux serve")
 }
 
-async fn wait_listening(dir: &PathBuf) -> (SocketAddr, SocketAddr) {
+async fn wait_listening(dir: &Path) -> (SocketAddr, SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(dir.join("listen.json")) {

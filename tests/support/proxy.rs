@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -61,7 +60,7 @@ async fn forward(State(rules): State<Rules>, request: Request) -> Response {
         return (StatusCode::BAD_REQUEST, "unreadable body").into_response();
     };
     let url = format!("{target}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-    let mut outbound = rules.client.request(parts.method, url).body(Bytes::from(body));
+    let mut outbound = rules.client.request(parts.method, url).body(body);
     for (name, value) in parts.headers.iter() {
         if name != "host" && name != "content-length" {
             outbound = outbound.header(name, value);

@@ -1,0 +1,670 @@
+//! The real `reconcile` against kube-fake-client (objects validated against Kubernetes' own
+//! OpenAPI definitions and the CRD's schema), with an in-memory cluster of nodes behind
+//! `NodeAdmin` and a small harness playing the StatefulSet controller and the kubelet.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+};
+
+use conflux::{
+    client::ClientError,
+    wire::{self, ClusterStatus},
+};
+use futures::future::BoxFuture;
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus, Secret, Service},
+        policy::v1::PodDisruptionBudget,
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+};
+use kube::{
+    api::{Api, DeleteParams, Patch, PatchParams, PostParams},
+    CustomResourceExt, ResourceExt,
+};
+use serde_json::json;
+
+use crate::{
+    controller::{reconcile, Context},
+    crd::{labels, ConfluxCluster, ConfluxClusterSpec, MemberRole, NodeId, OperationKind, Phase, StorageSpec},
+    metrics::Metrics,
+    nodes::NodeAdmin,
+    resources::Names,
+};
+
+const NAMESPACE: &str = "prod";
+const NAME: &str = "cfx";
+
+/// The in-memory Raft cluster: what each running pod's node reports.
+#[derive(Default)]
+struct FakeRaft {
+    /// Running nodes by endpoint.
+    running: BTreeMap<String, NodeId>,
+    /// Node id → cluster id it learned.
+    cluster_of: BTreeMap<NodeId, String>,
+    voters: BTreeMap<NodeId, String>,
+    learners: BTreeMap<NodeId, String>,
+    leader: Option<NodeId>,
+    /// Endpoints that do not answer.
+    silent: BTreeSet<String>,
+    /// What status said about the operation when each membership change arrived.
+    intents_seen: Vec<(String, Option<OperationKind>, Vec<NodeId>)>,
+    inits: usize,
+}
+
+struct FakeNodes {
+    raft: Mutex<FakeRaft>,
+    clusters: Api<ConfluxCluster>,
+}
+
+fn unreachable(endpoint: &str) -> ClientError {
+    ClientError::Unexpected { status: 0, body: format!("{endpoint} does not answer") }
+}
+
+fn problem(status: u16, code: &str) -> ClientError {
+    ClientError::Problem(wire::Problem {
+        kind: "about:blank".into(),
+        title: code.into(),
+        status,
+        code: code.into(),
+        detail: code.into(),
+    })
+}
+
+impl FakeNodes {
+    fn raft(&self) -> std::sync::MutexGuard<'_, FakeRaft> {
+        self.raft.lock().expect("fake raft lock")
+    }
+
+    /// Records what status said at the moment a membership change arrived (rule 6).
+    async fn note_intent(&self, call: &str) {
+        let status = self.clusters.get_status(NAME).await.ok().and_then(|c| c.status);
+        let kind = status.as_ref().and_then(|s| s.operation.as_ref()).map(|op| op.kind);
+        let removed = status.map(|s| s.removed_node_ids).unwrap_or_default();
+        self.raft().intents_seen.push((call.to_string(), kind, removed));
+    }
+
+    fn answering(&self, endpoint: &str) -> Result<NodeId, ClientError> {
+        let raft = self.raft();
+        if raft.silent.contains(endpoint) {
+            return Err(unreachable(endpoint));
+        }
+        raft.running.get(endpoint).copied().ok_or_else(|| unreachable(endpoint))
+    }
+}
+
+impl NodeAdmin for FakeNodes {
+    fn status<'a>(&'a self, endpoint: &'a str, _token: &'a str) -> BoxFuture<'a, Result<ClusterStatus, ClientError>> {
+        Box::pin(async move {
+            let id = self.answering(endpoint)?;
+            let raft = self.raft();
+            let member = raft.voters.contains_key(&id) || raft.learners.contains_key(&id);
+            let state = match () {
+                _ if raft.leader == Some(id) => "Leader",
+                _ if raft.voters.contains_key(&id) => "Follower",
+                _ if raft.learners.contains_key(&id) => "Learner",
+                _ => "Uninitialized",
+            };
+            let leader = raft.leader == Some(id);
+            Ok(ClusterStatus {
+                node_id: id,
+                cluster_id: raft.cluster_of.get(&id).cloned(),
+                state: state.into(),
+                term: 1,
+                leader_id: if member { raft.leader } else { None },
+                voters: if member { raft.voters.clone() } else { BTreeMap::new() },
+                learners: if member { raft.learners.clone() } else { BTreeMap::new() },
+                last_log_index: 10,
+                committed_index: 10,
+                applied_index: 10,
+                matched_index: leader
+                    .then(|| raft.voters.keys().chain(raft.learners.keys()).map(|&id| (id, 10)).collect()),
+            })
+        })
+    }
+
+    fn init<'a>(&'a self, endpoint: &'a str, _token: &'a str) -> BoxFuture<'a, Result<wire::InitResult, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("init").await;
+            let id = self.answering(endpoint)?;
+            let mut raft = self.raft();
+            if raft.cluster_of.contains_key(&id) {
+                return Err(problem(409, "already_initialized"));
+            }
+            raft.inits += 1;
+            raft.cluster_of.insert(id, "c1".into());
+            raft.voters.insert(id, endpoint.to_string());
+            raft.leader = Some(id);
+            Ok(wire::InitResult { node_id: id, cluster_id: "c1".into() })
+        })
+    }
+
+    fn add_learner<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        node_id: NodeId,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<wire::LearnerResult, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("add_learner").await;
+            self.answering(endpoint)?;
+            let mut raft = self.raft();
+            if raft.voters.values().chain(raft.learners.values()).any(|url| url == peer_url) {
+                return Err(problem(422, "invalid_membership"));
+            }
+            raft.learners.insert(node_id, peer_url.to_string());
+            raft.cluster_of.insert(node_id, "c1".into());
+            Ok(wire::LearnerResult { node_id, caught_up: true, matched_index: 10 })
+        })
+    }
+
+    fn set_voters<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        voters: Vec<NodeId>,
+    ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("set_voters").await;
+            self.answering(endpoint)?;
+            let mut raft = self.raft();
+            let mut members: BTreeMap<NodeId, String> = raft.voters.clone();
+            members.extend(raft.learners.clone());
+            if voters.iter().any(|id| !members.contains_key(id)) {
+                return Err(problem(404, "unknown_member"));
+            }
+            raft.voters = voters.iter().map(|id| (*id, members[id].clone())).collect();
+            raft.learners = members.into_iter().filter(|(id, _)| !voters.contains(id)).collect();
+            Ok(wire::Membership { voters: raft.voters.clone(), learners: raft.learners.clone(), log_index: 11 })
+        })
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        node_id: NodeId,
+    ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("remove_member").await;
+            self.answering(endpoint)?;
+            let mut raft = self.raft();
+            if raft.voters.remove(&node_id).is_none() && raft.learners.remove(&node_id).is_none() {
+                return Err(problem(404, "unknown_member"));
+            }
+            if raft.leader == Some(node_id) {
+                raft.leader = raft.voters.keys().next().copied();
+            }
+            Ok(wire::Membership { voters: raft.voters.clone(), learners: raft.learners.clone(), log_index: 12 })
+        })
+    }
+}
+
+/// kube-fake-client with OpenAPI validation of every kind the operator writes, including the
+/// ConfluxCluster against its own generated schema.
+async fn fake_kubernetes() -> kube::Client {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/k8s-definitions.json");
+    let mut swagger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).expect("fixture exists")).expect("fixture is JSON");
+    let crd = serde_json::to_value(ConfluxCluster::crd()).expect("crd serializes");
+    let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    swagger["definitions"]["io.conflux.v1alpha1.ConfluxCluster"] = schema;
+    let path = std::env::temp_dir().join(format!(
+        "conflux-operator-swagger-{}-{:?}.json",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, swagger.to_string()).expect("writes the schema file");
+    let mut builder = kube_fake_client::ClientBuilder::new()
+        .with_resource::<ConfluxCluster>()
+        .with_status_subresource::<ConfluxCluster>()
+        .with_schema_validation_file(&path)
+        .expect("schema file loads");
+    for gvk in [
+        "apps/v1/StatefulSet",
+        "/v1/Service",
+        "/v1/Secret",
+        "/v1/Pod",
+        "/v1/PersistentVolumeClaim",
+        "policy/v1/PodDisruptionBudget",
+        "conflux.io/v1alpha1/ConfluxCluster",
+    ] {
+        builder = builder.with_validation_for(gvk).expect("definition exists");
+    }
+    builder.build().await.expect("fake client builds")
+}
+
+struct Harness {
+    client: kube::Client,
+    nodes: Arc<FakeNodes>,
+    context: Arc<Context>,
+    names: Names,
+    /// The node id on each ordinal's volume (a volume outlives its pod).
+    disks: BTreeMap<u32, NodeId>,
+    next_id: NodeId,
+    /// Ordinals that had a pod at least once, and pods recreated after the operator deleted them.
+    started: BTreeSet<u32>,
+    restarts: Vec<u32>,
+}
+
+impl Harness {
+    async fn new(replicas: i32) -> Harness {
+        let client = fake_kubernetes().await;
+        let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
+        let mut cluster = ConfluxCluster::new(
+            NAME,
+            ConfluxClusterSpec {
+                replicas,
+                image: "ghcr.io/conflux/conflux".into(),
+                version: "0.1.0".into(),
+                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+                ..ConfluxClusterSpec::default()
+            },
+        );
+        cluster.metadata.namespace = Some(NAMESPACE.into());
+        clusters.create(&PostParams::default(), &cluster).await.expect("cluster is created");
+        let nodes = Arc::new(FakeNodes { raft: Mutex::new(FakeRaft::default()), clusters: clusters.clone() });
+        let context = Arc::new(Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics")));
+        let names = Names { cluster: NAME.into(), namespace: NAMESPACE.into() };
+        Harness {
+            client,
+            nodes,
+            context,
+            names,
+            disks: BTreeMap::new(),
+            next_id: 100,
+            started: BTreeSet::new(),
+            restarts: Vec::new(),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    async fn cluster(&self) -> ConfluxCluster {
+        self.api::<ConfluxCluster>().get(NAME).await.expect("cluster exists")
+    }
+
+    async fn reconcile_once(&self) {
+        let cluster = Arc::new(self.cluster().await);
+        if let Err(error) = reconcile(cluster, self.context.clone()).await {
+            panic!("reconcile failed: {error}");
+        }
+    }
+
+    async fn statefulset_replicas(&self) -> i32 {
+        let sts = self.api::<StatefulSet>().get(NAME).await.expect("statefulset exists");
+        sts.spec.and_then(|s| s.replicas).unwrap_or(-1)
+    }
+
+    /// Plays the StatefulSet controller and the kubelet: pods (Ready, on their volume's node)
+    /// for every ordinal below the StatefulSet's replicas, none above.
+    async fn kubelet(&mut self) {
+        let replicas = u32::try_from(self.statefulset_replicas().await).unwrap_or(0);
+        let revision = self.publish_revision(replicas).await;
+        let pods = self.api::<Pod>();
+        let claims = self.api::<PersistentVolumeClaim>();
+        let existing_claims: BTreeSet<String> =
+            claims.list(&Default::default()).await.expect("list claims").items.iter().map(|c| c.name_any()).collect();
+        self.disks.retain(|ordinal, _| existing_claims.contains(&self.names.volume_claim(*ordinal)));
+        for ordinal in 0..replicas.max(self.disks.keys().max().map_or(0, |o| o + 1)) {
+            let pod_name = self.names.pod(ordinal);
+            let endpoint = self.names.peer_url(ordinal);
+            if ordinal >= replicas {
+                let _ = pods.delete(&pod_name, &DeleteParams::default()).await;
+                self.nodes.raft().running.remove(&endpoint);
+                continue;
+            }
+            if !self.disks.contains_key(&ordinal) {
+                self.disks.insert(ordinal, self.next_id);
+                self.next_id += 1;
+                let claim = PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some(self.names.volume_claim(ordinal)),
+                        labels: Some(labels(NAME)),
+                        ..ObjectMeta::default()
+                    },
+                    ..PersistentVolumeClaim::default()
+                };
+                claims.create(&PostParams::default(), &claim).await.expect("claim is created");
+            }
+            self.nodes.raft().running.insert(endpoint, self.disks[&ordinal]);
+            if pods.get_opt(&pod_name).await.expect("get pod").is_none() {
+                if !self.started.insert(ordinal) {
+                    self.restarts.push(ordinal);
+                }
+                let mut pod_labels = labels(NAME);
+                pod_labels.insert("controller-revision-hash".into(), revision.clone());
+                let pod = Pod {
+                    metadata: ObjectMeta { name: Some(pod_name), labels: Some(pod_labels), ..ObjectMeta::default() },
+                    status: Some(PodStatus {
+                        conditions: Some(vec![PodCondition {
+                            type_: "Ready".into(),
+                            status: "True".into(),
+                            ..PodCondition::default()
+                        }]),
+                        ..PodStatus::default()
+                    }),
+                    ..Pod::default()
+                };
+                pods.create(&PostParams::default(), &pod).await.expect("pod is created");
+            }
+        }
+    }
+
+    /// Like the StatefulSet controller: the revision of the current pod template, published as
+    /// `status.updateRevision`; pods are labelled with the revision they were created from.
+    async fn publish_revision(&self, replicas: u32) -> String {
+        let sts = self.api::<StatefulSet>().get(NAME).await.expect("statefulset exists");
+        let template = serde_json::to_string(&sts.spec.map(|s| s.template)).expect("template serializes");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&template, &mut hasher);
+        let revision = format!("{NAME}-{:x}", std::hash::Hasher::finish(&hasher));
+        let status = json!({ "status": { "replicas": replicas, "updateRevision": revision } });
+        self.api::<StatefulSet>()
+            .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("statefulset status");
+        revision
+    }
+
+    /// Reconciles (and plays the kubelet) until the planner has nothing left to do.
+    async fn settle(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            self.reconcile_once().await;
+            self.kubelet().await;
+        }
+    }
+
+    async fn scale(&self, replicas: i32) {
+        self.api::<ConfluxCluster>()
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": replicas } })))
+            .await
+            .expect("scales");
+    }
+
+    fn voters(&self) -> usize {
+        self.nodes.raft().voters.len()
+    }
+}
+
+fn condition(cluster: &ConfluxCluster, type_: &str) -> (String, String) {
+    let conditions = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let found = conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("condition {type_} is written"));
+    (found.status.clone(), found.reason.clone())
+}
+
+#[tokio::test]
+async fn a_three_replica_cluster_gets_valid_complete_objects_and_a_three_voter_membership() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+
+    let secret = harness.api::<Secret>().get("cfx-token").await.expect("token secret");
+    let token = secret.data.expect("data")["token"].0.clone();
+    assert!(token.len() >= 16, "the token is long enough for the node");
+    let peers = harness.api::<Service>().get("cfx-peers").await.expect("headless service");
+    let peer_spec = peers.spec.expect("spec");
+    assert_eq!(peer_spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(peer_spec.publish_not_ready_addresses, Some(true));
+    harness.api::<Service>().get("cfx").await.expect("client service");
+    let pdb = harness.api::<PodDisruptionBudget>().get("cfx").await.expect("pdb");
+    assert_eq!(pdb.spec.and_then(|s| s.max_unavailable), Some(IntOrString::Int(1)));
+    let sts = harness.api::<StatefulSet>().get("cfx").await.expect("statefulset");
+    let owners = sts.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!((owners[0].kind.as_str(), owners[0].controller), ("ConfluxCluster", Some(true)));
+    assert_eq!(sts.spec.as_ref().and_then(|s| s.replicas), Some(3));
+
+    {
+        let raft = harness.nodes.raft();
+        assert_eq!(raft.inits, 1, "pod 0 is initialized exactly once");
+        assert_eq!(raft.voters.len(), 3);
+        assert!(raft.learners.is_empty());
+    }
+
+    let cluster = harness.cluster().await;
+    let status = cluster.status.clone().expect("status is written");
+    assert_eq!(status.cluster_id.as_deref(), Some("c1"));
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!((status.replicas, status.ready_replicas), (3, 3));
+    assert_eq!(status.selector.as_deref(), Some("app.kubernetes.io/name=conflux,app.kubernetes.io/instance=cfx"));
+    assert_eq!(status.voters.len(), 3);
+    assert_eq!(status.leader.as_deref(), Some("cfx-0"));
+    assert_eq!(status.members.iter().filter(|m| m.healthy).count(), 3);
+    assert_eq!(status.members[0].role, MemberRole::Leader);
+    assert_eq!(status.operation, None);
+    assert_eq!(condition(&cluster, "Available").0, "True");
+    assert_eq!(condition(&cluster, "Quorate").0, "True");
+    assert_eq!(condition(&cluster, "Progressing"), ("False".into(), "Converged".into()));
+    assert_eq!(condition(&cluster, "Degraded").0, "False");
+}
+
+#[tokio::test]
+async fn scaling_down_shrinks_the_statefulset_only_when_the_planner_allows() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    assert_eq!(harness.voters(), 3);
+
+    // Pod 1 stops answering; removing pod 2 would leave {0, 1} with one healthy voter.
+    let silent = harness.names.peer_url(1);
+    harness.nodes.raft().silent.insert(silent.clone());
+    harness.scale(1).await;
+    harness.settle(4).await;
+    assert_eq!(harness.statefulset_replicas().await, 3, "no shrink while removal would lose quorum");
+    assert_eq!(harness.voters(), 3, "no voter removed");
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded"), ("True".into(), "WouldLoseQuorum".into()));
+    assert_eq!(condition(&cluster, "Progressing"), ("True".into(), "WouldLoseQuorum".into()));
+
+    harness.nodes.raft().silent.clear();
+    harness.settle(10).await;
+    assert_eq!(harness.voters(), 1);
+    assert_eq!(harness.statefulset_replicas().await, 1);
+    let status = harness.cluster().await.status.expect("status");
+    assert_eq!(status.removed_node_ids.len(), 2, "both removed ids are tombstoned");
+    let claims = harness.api::<PersistentVolumeClaim>().list(&Default::default()).await.expect("claims");
+    let names: Vec<String> = claims.items.iter().map(|c| c.name_any()).collect();
+    assert_eq!(names, ["data-cfx-0"], "removed members' volumes are deleted after the shrink");
+
+    // An Event for the refusal and for every change.
+    let events = harness.api::<k8s_openapi::api::events::v1::Event>().list(&Default::default()).await.expect("events");
+    let seen: Vec<(String, String)> = events
+        .items
+        .iter()
+        .map(|e| (e.type_.clone().unwrap_or_default(), e.reason.clone().unwrap_or_default()))
+        .collect();
+    for (type_, reason) in [
+        ("Warning", "WouldLoseQuorum"),
+        ("Normal", "Bootstrap"),
+        ("Normal", "AddLearners"),
+        ("Normal", "PromoteVoters"),
+        ("Normal", "RemoveMember"),
+        ("Normal", "ShrinkStatefulSet"),
+        ("Normal", "DeleteVolume"),
+    ] {
+        assert!(seen.contains(&(type_.to_string(), reason.to_string())), "no {type_} {reason} event in {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_membership_change_finds_its_intent_recorded_first() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    harness.scale(2).await;
+    harness.settle(4).await;
+    let intents = harness.nodes.raft().intents_seen.clone();
+    let expected = |call: &str| match call {
+        "init" => OperationKind::Bootstrap,
+        "add_learner" => OperationKind::AddLearners,
+        "set_voters" => OperationKind::PromoteVoters,
+        _ => OperationKind::RemoveMember,
+    };
+    assert!(intents.iter().any(|(call, _, _)| call == "remove_member"));
+    for (call, recorded, removed) in &intents {
+        assert_eq!(recorded.as_ref(), Some(&expected(call)), "{call} ran without its intent in status");
+        if call == "remove_member" {
+            assert_eq!(removed.len(), 1, "the id is tombstoned before it is removed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_vanished_pod_is_waited_for_and_never_removed() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    harness.api::<Pod>().delete("cfx-2", &DeleteParams::default()).await.expect("pod deleted");
+    harness.nodes.raft().running.remove(&harness.names.peer_url(2));
+    for _ in 0..3 {
+        harness.reconcile_once().await;
+    }
+    assert_eq!(harness.voters(), 3);
+    assert_eq!(harness.statefulset_replicas().await, 3);
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded").0, "True");
+    assert_eq!(condition(&cluster, "Quorate").0, "True");
+    let member = cluster.status.expect("status").members.into_iter().find(|m| m.pod == "cfx-2").expect("still listed");
+    assert!(!member.healthy);
+}
+
+/// Guards the meaning of the tests above: the fake API server really validates what is written.
+#[tokio::test]
+async fn the_fake_api_server_rejects_objects_that_break_their_schema() {
+    let harness = Harness::new(3).await;
+    let bad_statefulset = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": { "name": "bad", "namespace": NAMESPACE },
+        "spec": { "replicas": "three", "selector": {}, "template": {} }
+    });
+    let params = PatchParams::apply("test").force();
+    let refused = harness.api::<StatefulSet>().patch("bad", &params, &Patch::Apply(&bad_statefulset)).await;
+    assert!(refused.is_err(), "a StatefulSet with string replicas is refused");
+
+    let bad_status = json!({ "status": { "phase": "Sleeping" } });
+    let refused =
+        harness.api::<ConfluxCluster>().patch_status(NAME, &PatchParams::default(), &Patch::Merge(&bad_status)).await;
+    assert!(refused.is_err(), "a status outside the CRD's schema is refused");
+}
+
+#[tokio::test]
+async fn a_pod_whose_disk_was_lost_rejoins_as_a_new_member_and_the_old_id_is_tombstoned() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    let old_id = harness.disks[&2];
+
+    // The volume of pod 2 is replaced by an empty one: the node comes back with a new id.
+    let new_id = 999;
+    harness.disks.insert(2, new_id);
+    harness.nodes.raft().running.insert(harness.names.peer_url(2), new_id);
+    harness.settle(8).await;
+
+    let voters: BTreeSet<NodeId> = harness.nodes.raft().voters.keys().copied().collect();
+    assert_eq!(voters.len(), 3);
+    assert!(voters.contains(&new_id) && !voters.contains(&old_id), "{voters:?}");
+    let status = harness.cluster().await.status.expect("status");
+    assert!(status.removed_node_ids.contains(&old_id));
+    assert_eq!(status.phase, Some(Phase::Running));
+}
+
+#[tokio::test]
+async fn hibernation_keeps_membership_and_volumes_and_waking_restores_the_cluster() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    harness.scale(0).await;
+    harness.settle(3).await;
+    assert_eq!(harness.statefulset_replicas().await, 0);
+    assert_eq!(harness.voters(), 3, "hibernation changes no membership");
+    let claims = harness.api::<PersistentVolumeClaim>().list(&Default::default()).await.expect("claims");
+    assert_eq!(claims.items.len(), 3, "volumes are kept");
+    assert_eq!(harness.cluster().await.status.expect("status").phase, Some(Phase::Hibernated));
+
+    harness.scale(3).await;
+    harness.settle(4).await;
+    assert_eq!(harness.statefulset_replicas().await, 3);
+    assert_eq!(harness.voters(), 3);
+    assert_eq!(harness.nodes.raft().inits, 1, "waking never re-initializes");
+}
+
+#[tokio::test]
+async fn a_version_change_restarts_followers_first_and_the_leader_last_one_at_a_time() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    assert_eq!(harness.cluster().await.status.and_then(|s| s.leader).as_deref(), Some("cfx-0"));
+    assert!(harness.restarts.is_empty());
+
+    let patch = json!({ "spec": { "version": "0.2.0" } });
+    harness.api::<ConfluxCluster>().patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+    harness.settle(10).await;
+
+    assert_eq!(harness.restarts, [2, 1, 0], "followers by highest ordinal, then the leader");
+    let sts = harness.api::<StatefulSet>().get(NAME).await.expect("statefulset");
+    let image = sts.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].image.clone());
+    assert_eq!(image.flatten().as_deref(), Some("ghcr.io/conflux/conflux:0.2.0"));
+    assert_eq!(harness.voters(), 3, "a restart changes no membership");
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Progressing"), ("False".into(), "Converged".into()));
+}
+
+#[tokio::test]
+async fn a_pod_of_another_cluster_is_reported_and_never_merged() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    harness.scale(4).await;
+    harness.reconcile_once().await;
+    harness.kubelet().await;
+    // Pod 3 runs on a volume that belongs to some other cluster.
+    harness.disks.insert(3, 4242);
+    harness.nodes.raft().running.insert(harness.names.peer_url(3), 4242);
+    harness.nodes.raft().cluster_of.insert(4242, "another".into());
+    harness.settle(4).await;
+
+    assert!(!harness.nodes.raft().learners.contains_key(&4242));
+    assert!(!harness.nodes.raft().voters.contains_key(&4242));
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded"), ("True".into(), "ForeignClusterPods".into()));
+}
+
+#[tokio::test]
+async fn a_bootstrap_whose_answer_was_lost_is_finished_after_pod_zero_was_unreachable() {
+    let mut harness = Harness::new(1).await;
+    harness.reconcile_once().await;
+    harness.kubelet().await;
+    // The operator recorded the bootstrap and pod 0 initialized, but the answer never arrived.
+    let intent = json!({ "status": { "operation": {
+        "kind": "Bootstrap", "nodeIds": [], "ordinals": [0], "startedAt": "2026-01-01T00:00:00Z" } } });
+    harness
+        .api::<ConfluxCluster>()
+        .patch_status(NAME, &PatchParams::default(), &Patch::Merge(&intent))
+        .await
+        .expect("intent");
+    let endpoint = harness.names.peer_url(0);
+    {
+        let mut raft = harness.nodes.raft();
+        let id = raft.running[&endpoint];
+        raft.cluster_of.insert(id, "c1".into());
+        raft.voters.insert(id, endpoint.clone());
+        raft.leader = Some(id);
+        raft.silent.insert(endpoint.clone());
+    }
+    // While pod 0 does not answer the intent is kept...
+    harness.reconcile_once().await;
+    let status = harness.cluster().await.status.expect("status");
+    assert_eq!(status.operation.map(|op| op.kind), Some(OperationKind::Bootstrap));
+    // ...and once it answers, the bootstrap is finished with pod 0's cluster id, not refused.
+    harness.nodes.raft().silent.clear();
+    harness.settle(3).await;
+    let status = harness.cluster().await.status.expect("status");
+    assert_eq!(status.cluster_id.as_deref(), Some("c1"));
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!(harness.nodes.raft().inits, 0, "init is never repeated on an initialized node");
+}

@@ -1,0 +1,542 @@
+//! End to end without a Kubernetes API server: kube-fake-client plays the API server, this
+//! harness plays the StatefulSet controller and the kubelet — for every replica the operator
+//! asks for it runs a real `conflux serve` process on 127.0.0.1 and records a Pod (Ready when
+//! the node's `/readyz` says so) — and the operator's real `reconcile` is driven in a loop (the
+//! fake client serves no watch). A client writes all along; after each scale step the voters
+//! equal the replicas and every acknowledged write is readable.
+//!
+//! Needs the node binary: `CONFLUX_BIN=/path/to/conflux cargo test --features e2e --test
+//! e2e_real_nodes` (built with `cargo build --bin conflux` at the repository root).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use conflux::{
+    client::{Client, ClientError, PutOptions},
+    wire,
+};
+use conflux_operator::{
+    controller::{reconcile, Context},
+    crd::{labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec},
+    metrics::Metrics,
+    nodes::{HttpNodeAdmin, NodeAdmin},
+    resources::Names,
+};
+use futures::future::BoxFuture;
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus, Secret},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::{
+    api::{Api, DeleteParams, Patch, PatchParams, PostParams},
+    ResourceExt,
+};
+use serde_json::json;
+
+const NAMESPACE: &str = "e2e";
+const NAME: &str = "cfx";
+
+/// Addresses of the "pod" at each ordinal: stable across restarts, like a pod's DNS name.
+#[derive(Default)]
+struct Addresses {
+    peer: BTreeMap<u32, SocketAddr>,
+    client: BTreeMap<u32, SocketAddr>,
+}
+
+/// [`NodeAdmin`] over real HTTP, with the ordinal ↔ address mapping a cluster's DNS would give.
+struct LocalNodes {
+    http: Arc<HttpNodeAdmin>,
+    addresses: Arc<Mutex<Addresses>>,
+}
+
+impl LocalNodes {
+    fn url(&self, ordinal: u32) -> String {
+        let addresses = self.addresses.lock().expect("addresses");
+        match addresses.peer.get(&ordinal) {
+            Some(addr) => format!("http://{addr}"),
+            None => "http://127.0.0.1:9".to_string(),
+        }
+    }
+}
+
+impl NodeAdmin for LocalNodes {
+    fn status<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<wire::ClusterStatus, ClientError>> {
+        self.http.status(endpoint, token)
+    }
+    fn init<'a>(&'a self, endpoint: &'a str, token: &'a str) -> BoxFuture<'a, Result<wire::InitResult, ClientError>> {
+        self.http.init(endpoint, token)
+    }
+    fn add_learner<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        node_id: NodeId,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<wire::LearnerResult, ClientError>> {
+        self.http.add_learner(endpoint, token, node_id, peer_url)
+    }
+    fn set_voters<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        voters: Vec<NodeId>,
+    ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
+        self.http.set_voters(endpoint, token, voters)
+    }
+    fn remove_member<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        node_id: NodeId,
+    ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
+        self.http.remove_member(endpoint, token, node_id)
+    }
+    fn endpoint(&self, _names: &Names, ordinal: u32) -> String {
+        self.url(ordinal)
+    }
+    fn peer_url(&self, _names: &Names, ordinal: u32) -> String {
+        self.url(ordinal)
+    }
+    fn ordinal_of(&self, _names: &Names, peer_url: &str) -> Option<u32> {
+        let addresses = self.addresses.lock().expect("addresses");
+        addresses.peer.iter().find(|(_, addr)| format!("http://{addr}") == peer_url).map(|(ordinal, _)| *ordinal)
+    }
+}
+
+/// One running `conflux serve`.
+struct Process {
+    child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Harness {
+    binary: PathBuf,
+    root: tempfile::TempDir,
+    client: kube::Client,
+    context: Arc<Context>,
+    addresses: Arc<Mutex<Addresses>>,
+    processes: BTreeMap<u32, Process>,
+    /// Each ordinal's data directory (its "volume"); a new one after the claim is deleted.
+    volumes: BTreeMap<u32, PathBuf>,
+    volume_serial: u32,
+    http: reqwest::Client,
+}
+
+fn binary() -> PathBuf {
+    let path = std::env::var_os("CONFLUX_BIN")
+        .map(PathBuf::from)
+        .expect("set CONFLUX_BIN to the node binary (cargo build --bin conflux at the repository root)");
+    assert!(path.is_file(), "CONFLUX_BIN={} is not a file", path.display());
+    path
+}
+
+impl Harness {
+    async fn new(replicas: i32) -> Harness {
+        let client = kube_fake_client::ClientBuilder::new()
+            .with_resource::<ConfluxCluster>()
+            .with_status_subresource::<ConfluxCluster>()
+            .build()
+            .await
+            .expect("fake client");
+        let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
+        let mut cluster = ConfluxCluster::new(
+            NAME,
+            ConfluxClusterSpec {
+                replicas,
+                image: "conflux".into(),
+                version: "dev".into(),
+                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+                ..ConfluxClusterSpec::default()
+            },
+        );
+        cluster.metadata.namespace = Some(NAMESPACE.into());
+        clusters.create(&PostParams::default(), &cluster).await.expect("cluster created");
+        let addresses = Arc::new(Mutex::new(Addresses::default()));
+        let nodes = Arc::new(LocalNodes { http: HttpNodeAdmin::new(), addresses: addresses.clone() });
+        let context = Arc::new(Context::new(client.clone(), nodes, Metrics::new().expect("metrics")));
+        Harness {
+            binary: binary(),
+            root: tempfile::tempdir().expect("temp dir"),
+            client,
+            context,
+            addresses,
+            processes: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            volume_serial: 0,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    async fn cluster(&self) -> ConfluxCluster {
+        self.api::<ConfluxCluster>().get(NAME).await.expect("cluster")
+    }
+
+    async fn token(&self) -> Option<String> {
+        let secret = self.api::<Secret>().get_opt(&format!("{NAME}-token")).await.expect("get secret")?;
+        let bytes = secret.data?.get("token")?.0.clone();
+        String::from_utf8(bytes).ok()
+    }
+
+    async fn statefulset_replicas(&self) -> u32 {
+        let sts = self.api::<StatefulSet>().get_opt(NAME).await.expect("get sts");
+        sts.and_then(|s| s.spec).and_then(|s| s.replicas).map_or(0, |r| u32::try_from(r).unwrap_or(0))
+    }
+
+    fn spawn(&mut self, ordinal: u32, token: &str) {
+        let dir = self.volumes.get(&ordinal).expect("volume exists").clone();
+        let (client, peer) = {
+            let addresses = self.addresses.lock().expect("addresses");
+            let client = addresses.client.get(&ordinal).map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+            let peer = addresses.peer.get(&ordinal).map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+            (client, peer)
+        };
+        let _ = std::fs::remove_file(dir.join("listen.json"));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).expect("log");
+        let child = Command::new(&self.binary)
+            .args(["serve", "--join", "--data-dir"])
+            .arg(&dir)
+            .args(["--listen", &client, "--peer-listen", &peer])
+            .args(["--heartbeat-ms", "100", "--election-timeout-min-ms", "600", "--election-timeout-max-ms", "1200"])
+            .env("CONFLUX_CLUSTER_TOKEN", token)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting conflux serve");
+        self.processes.insert(ordinal, Process { child });
+        // Like a pod's DNS name, the address of an ordinal is fixed once it first started.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listen = loop {
+            if let Ok(text) = std::fs::read_to_string(dir.join("listen.json")) {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+                    break value;
+                }
+            }
+            assert!(Instant::now() < deadline, "node {ordinal} never started; see {}", dir.display());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let parse = |key: &str| listen[key].as_str().and_then(|a| a.parse::<SocketAddr>().ok()).expect("address");
+        let mut addresses = self.addresses.lock().expect("addresses");
+        addresses.client.insert(ordinal, parse("client"));
+        addresses.peer.insert(ordinal, parse("peer"));
+    }
+
+    fn new_volume(&mut self, ordinal: u32) {
+        self.volume_serial += 1;
+        let dir = self.root.path().join(format!("data-{ordinal}-{}", self.volume_serial));
+        self.volumes.insert(ordinal, dir);
+    }
+
+    async fn ready(&self, ordinal: u32) -> bool {
+        let Some(addr) = self.addresses.lock().expect("addresses").client.get(&ordinal).copied() else {
+            return false;
+        };
+        match self.http.get(format!("http://{addr}/readyz")).send().await {
+            Ok(response) => response.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// The StatefulSet controller and the kubelet, one pass.
+    async fn kubelet(&mut self) {
+        let Some(token) = self.token().await else { return };
+        let replicas = self.statefulset_replicas().await;
+        let pods = self.api::<Pod>();
+        let claims = self.api::<PersistentVolumeClaim>();
+        let claim_names: BTreeSet<String> =
+            claims.list(&Default::default()).await.expect("claims").items.iter().map(|c| c.name_any()).collect();
+        // A deleted claim takes its data with it.
+        let ordinals: Vec<u32> = self.volumes.keys().copied().collect();
+        for ordinal in ordinals {
+            if !claim_names.contains(&format!("data-{NAME}-{ordinal}")) {
+                self.processes.remove(&ordinal);
+                if let Some(dir) = self.volumes.remove(&ordinal) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+        let highest = self.processes.keys().max().map_or(0, |o| o + 1).max(replicas);
+        for ordinal in 0..highest {
+            let pod_name = format!("{NAME}-{ordinal}");
+            if ordinal >= replicas {
+                self.processes.remove(&ordinal);
+                let _ = pods.delete(&pod_name, &DeleteParams::default()).await;
+                continue;
+            }
+            if !self.volumes.contains_key(&ordinal) {
+                self.new_volume(ordinal);
+                let claim = PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some(format!("data-{NAME}-{ordinal}")),
+                        labels: Some(labels(NAME)),
+                        ..ObjectMeta::default()
+                    },
+                    ..PersistentVolumeClaim::default()
+                };
+                let _ = claims.create(&PostParams::default(), &claim).await;
+            }
+            let pod = pods.get_opt(&pod_name).await.expect("get pod");
+            if pod.is_none() {
+                // A deleted pod is a restarted process.
+                self.processes.remove(&ordinal);
+            }
+            if !self.processes.contains_key(&ordinal) {
+                self.spawn(ordinal, &token);
+            }
+            let ready = if self.ready(ordinal).await { "True" } else { "False" };
+            let status = PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
+                ..PodStatus::default()
+            };
+            match pod {
+                None => {
+                    let pod = Pod {
+                        metadata: ObjectMeta {
+                            name: Some(pod_name),
+                            labels: Some(labels(NAME)),
+                            ..ObjectMeta::default()
+                        },
+                        status: Some(status),
+                        ..Pod::default()
+                    };
+                    pods.create(&PostParams::default(), &pod).await.expect("pod created");
+                }
+                Some(_) => {
+                    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+                        .await
+                        .expect("pod status");
+                }
+            }
+        }
+    }
+
+    /// Drives reconcile + kubelet until the cluster reports `replicas` voters and nothing to do.
+    async fn converge(&mut self, replicas: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let cluster = Arc::new(self.cluster().await);
+            if let Err(error) = reconcile(cluster, self.context.clone()).await {
+                eprintln!("{what}: reconcile failed (retried): {error}");
+            }
+            self.kubelet().await;
+            let cluster = self.cluster().await;
+            let status = cluster.status.clone().unwrap_or_default();
+            let progressing = status.conditions.iter().any(|c| c.type_ == "Progressing" && c.status == "True");
+            if status.voters.len() == replicas
+                && status.learners.is_empty()
+                && status.phase == Some(Phase::Running)
+                && !progressing
+                && self.statefulset_replicas().await as usize == replicas
+            {
+                return;
+            }
+            if Instant::now() > deadline {
+                for (ordinal, dir) in &self.volumes {
+                    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    eprintln!("--- node {ordinal} log (last lines, newest first):\n{}", tail.join("\n"));
+                }
+                panic!("{what}: did not converge; status {status:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Kills the leader's process and deletes its pod, then reconciles while it is gone: a
+    /// vanished pod is never a reason to change membership. It then comes back on its volume,
+    /// and leadership has usually moved, so later scale-downs remove a leader last.
+    async fn leader_pod_dies_and_nothing_changes_membership(&mut self, voters: &BTreeSet<NodeId>) {
+        let leader = self.cluster().await.status.and_then(|s| s.leader).expect("a leader pod");
+        let ordinal: u32 = leader.trim_start_matches(&format!("{NAME}-")).parse().expect("ordinal");
+        self.processes.remove(&ordinal);
+        self.api::<Pod>().delete(&leader, &DeleteParams::default()).await.expect("delete pod");
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            if let Err(error) = reconcile(Arc::new(self.cluster().await), self.context.clone()).await {
+                eprintln!("reconcile while {leader} is gone (retried): {error}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(self.statefulset_replicas().await, 5, "the StatefulSet keeps the dead pod's ordinal");
+        assert_eq!(&self.voters_from_nodes().await, voters, "a dead pod changes no membership");
+        self.converge(5, "the dead pod comes back").await;
+        assert_eq!(&self.voters_from_nodes().await, voters);
+        let now = self.cluster().await.status.and_then(|s| s.leader);
+        eprintln!("leader was {leader}, now {now:?}");
+    }
+
+    fn client_urls(&self) -> Vec<String> {
+        self.addresses.lock().expect("addresses").client.values().map(|a| format!("http://{a}")).collect()
+    }
+
+    async fn scale(&self, replicas: i32) {
+        self.api::<ConfluxCluster>()
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": replicas } })))
+            .await
+            .expect("scale");
+    }
+
+    /// The voters every running node agrees on, read from the nodes themselves.
+    async fn voters_from_nodes(&self) -> BTreeSet<NodeId> {
+        let token = self.token().await.expect("token");
+        let mut sets = BTreeSet::new();
+        let peers: Vec<SocketAddr> = self.addresses.lock().expect("addresses").peer.values().copied().collect();
+        for (ordinal, addr) in peers.iter().enumerate() {
+            if !self.processes.contains_key(&(ordinal as u32)) {
+                continue;
+            }
+            let admin = Client::new(&format!("http://{addr}"), Some(token.clone()));
+            if let Ok(status) = admin.status().await {
+                sets.insert(status.voters.keys().copied().collect::<BTreeSet<NodeId>>());
+            }
+        }
+        assert_eq!(sets.len(), 1, "running nodes disagree on the voters: {sets:?}");
+        sets.into_iter().next().unwrap_or_default()
+    }
+}
+
+/// Writes unique keys round-robin over the nodes it is given, remembering acknowledged ones.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    urls: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<(Vec<String>, Duration)>,
+}
+
+impl Writer {
+    fn start(urls: Vec<String>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let urls = Arc::new(Mutex::new(urls));
+        let (stop_flag, shared) = (stop.clone(), urls.clone());
+        let task = tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut longest_gap = Duration::ZERO;
+            let mut last_success = Instant::now();
+            let mut sequence = 0u64;
+            while !stop_flag.load(Ordering::Relaxed) {
+                let targets = shared.lock().expect("urls").clone();
+                let url = &targets[(sequence as usize) % targets.len().max(1)];
+                let key = format!("w{sequence}");
+                let client = Client::new(url, None);
+                let write = client.put(
+                    ["e2e", "app", "prod", &key],
+                    b"v".to_vec(),
+                    PutOptions { format: Some("text"), if_match: None },
+                );
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), write).await {
+                    acknowledged.push(key);
+                    longest_gap = longest_gap.max(last_success.elapsed());
+                    last_success = Instant::now();
+                }
+                sequence += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acknowledged, longest_gap)
+        });
+        Writer { stop, urls, task }
+    }
+
+    fn retarget(&self, urls: Vec<String>) {
+        *self.urls.lock().expect("urls") = urls;
+    }
+
+    async fn finish(self) -> (Vec<String>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer task")
+    }
+}
+
+async fn assert_all_readable(url: &str, keys: &[String]) {
+    let client = Client::new(url, None);
+    for key in keys {
+        let found = client.get(["e2e", "app", "prod", key], false).await.expect("read");
+        assert!(found.is_some(), "acknowledged write {key} is missing");
+    }
+}
+
+fn live_urls(harness: &Harness, replicas: u32) -> Vec<String> {
+    let urls = harness.client_urls();
+    urls.into_iter().take(replicas as usize).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_one_three_five_three_one_three_keeps_every_write_and_a_lost_disk_is_replaced() {
+    let mut harness = Harness::new(1).await;
+    harness.converge(1, "bootstrap").await;
+    let writer = Writer::start(live_urls(&harness, 1));
+
+    for replicas in [3u32, 5, 3, 1, 3] {
+        harness.scale(replicas as i32).await;
+        // Writes go to the members that stay; new ones join as they come.
+        writer.retarget(live_urls(&harness, replicas.min(harness.statefulset_replicas().await.max(1))));
+        harness.converge(replicas as usize, &format!("scale to {replicas}")).await;
+        writer.retarget(live_urls(&harness, replicas));
+        let from_nodes = harness.voters_from_nodes().await;
+        assert_eq!(from_nodes.len(), replicas as usize, "voters after scaling to {replicas}");
+        let recorded: BTreeSet<NodeId> = harness.cluster().await.status.expect("status").voters.into_iter().collect();
+        assert_eq!(recorded, from_nodes, "status.voters matches what the nodes report");
+        if replicas == 5 {
+            harness.leader_pod_dies_and_nothing_changes_membership(&from_nodes).await;
+        }
+    }
+
+    // Kill pod 2's node and wipe its volume: it comes back empty, a new node id.
+    let old_voters = harness.voters_from_nodes().await;
+    harness.processes.remove(&2);
+    if let Some(dir) = harness.volumes.get(&2) {
+        std::fs::remove_dir_all(dir).expect("wipe data dir");
+    }
+    harness.api::<Pod>().delete(&format!("{NAME}-2"), &DeleteParams::default()).await.expect("delete pod");
+    harness.converge(3, "replace the lost member").await;
+    let new_voters = harness.voters_from_nodes().await;
+    assert_eq!(new_voters.len(), 3);
+    assert_eq!(old_voters.intersection(&new_voters).count(), 2, "exactly the lost member was replaced");
+    let status = harness.cluster().await.status.expect("status");
+    let replaced: Vec<&NodeId> = old_voters.difference(&new_voters).collect();
+    assert!(status.removed_node_ids.contains(replaced[0]), "the lost id is tombstoned");
+
+    let (acknowledged, longest_gap) = writer.finish().await;
+    eprintln!("{} acknowledged writes; longest gap between acknowledged writes {longest_gap:?}", acknowledged.len());
+    assert!(acknowledged.len() > 50, "the writer made progress: {}", acknowledged.len());
+    // Elections take 0.6-1.2 s here (one follows the leader's death above); a stall past several
+    // of them means quorum was lost.
+    assert!(longest_gap < Duration::from_secs(10), "writes stalled for {longest_gap:?}: quorum was lost");
+    assert_all_readable(&live_urls(&harness, 3)[0], &acknowledged).await;
+}
