@@ -12,19 +12,27 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 echo "== chart and manifests (real Helm via helm-python-sdk, kubernetes-validate)"
 venv=/var/cache/conflux-venv
 mkdir -p "$venv" 2>/dev/null && [ -w "$venv" ] || venv=.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/chart/requirements.txt
-"$venv/bin/python" -m pytest -p no:cacheprovider -q tests/chart
+"$venv/bin/python" -m pytest -p no:cacheprovider -q tests/chart | tee -a "$results"
 
 echo "== cargo test"
 # Every cargo command here selects the whole workspace with all features, so dependencies are
 # resolved identically and RocksDB is compiled once, not once per command.
 # The operator's end-to-end test (feature e2e) runs real nodes from the binary built here.
 export CONFLUX_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/conflux"
-cargo test --workspace --all-features --no-run
+cargo test --workspace --all-features --lib --bins --tests --no-run
 # One test at a time: cluster tests start several node processes each and time elections; on a
 # two-core machine running them side by side only adds noise.
-cargo test --workspace --all-features -- --test-threads=1
+cargo test --workspace --all-features --lib --bins --tests -- --test-threads=1 2>&1 | tee -a "$results"
+
+# One closing line for everything: cargo's per-binary results plus pytest's.
+awk '/^test result:/ { passed += $4; failed += $6 }
+     / passed in / { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) passed += $i; if ($(i+1) ~ /^failed/) failed += $i } }
+     END { printf "%d passed, %d failed\n", passed, failed }' "$results"
