@@ -74,6 +74,10 @@ async fn a_snapshot_over_50_megabytes_reaches_a_new_learner() {
     cluster.add_learner(learner).await;
     let learner_url = cluster.nodes[learner].client_url();
     assert!(metric(&learner_url, "conflux_snapshots_installed_total").await >= 1.0);
+    // Caught up means replicated; the learner applies what follows the snapshot once it hears
+    // the commit index, so wait for that before reading its local state.
+    let last = cluster.status(0).await.unwrap().last_log_index;
+    cluster.wait_applied(last).await;
     let got = cluster.nodes[learner].client().get(["t", "a", "e", "big61"], true).await.unwrap().unwrap();
     assert_eq!(got.content.len(), 1024 * 1024);
     assert_eq!(got.content[0], b'a' + 61 % 26);
