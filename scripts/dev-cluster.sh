@@ -35,7 +35,7 @@ node_id() {
 case "${1:-start}" in
   start)
     scripts/setup.sh --build-only
-    cargo build --workspace --all-features --bin conflux
+    cargo build --workspace --all-features --bins --tests
     mkdir -p "$DATA"
     [ -f "$DATA/token" ] || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/token"; chmod 600 "$DATA/token"; }
     for n in 1 2 3; do start_node "$n"; done

@@ -5,3 +5,7 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
     export CARGO_TARGET_DIR=/var/cache/conflux-target
   fi
 fi
+
+# Every build in the scripts selects the same packages, features and targets as scripts/test.sh
+# (`--workspace --all-features --bins --tests`): dev-dependencies change how RocksDB's build
+# dependencies resolve, and any other selection would compile RocksDB a second time.

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --build-only
 . scripts/env.sh
-cargo build --workspace --all-features --bin conflux
+cargo build --workspace --all-features --bins --tests
 exec "${CARGO_TARGET_DIR:-target}/debug/conflux" serve "$@"
