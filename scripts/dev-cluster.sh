@@ -40,7 +40,8 @@ case "${1:-start}" in
     [ -f "$DATA/token" ] || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/token"; chmod 600 "$DATA/token"; }
     for n in 1 2 3; do start_node "$n"; done
     ids=(); for n in 1 2 3; do ids+=("$(node_id "$n")"); done
-    if admin 1 status | grep -q '"cluster_id": null'; then
+    status=$(admin 1 status)
+    if [[ "$status" == *'"cluster_id": null'* ]]; then
       admin 1 init >/dev/null
       admin 1 add-learner "${ids[1]}" http://127.0.0.1:7201 --wait 30 >/dev/null
       admin 1 add-learner "${ids[2]}" http://127.0.0.1:7301 --wait 30 >/dev/null
