@@ -700,6 +700,19 @@ fn settle(model: &mut Model, steps: usize) -> Result<Action, TestCaseError> {
     Ok(last)
 }
 
+/// Plays random rounds: each applies one event, then lets the planner take a few steps.
+fn play(model: &mut Model, rounds: Vec<(Event, usize)>) -> Result<(), TestCaseError> {
+    for (event, steps) in rounds {
+        model.apply_event(&event);
+        for _ in 0..steps {
+            let (desired, observed) = model.observe();
+            let action = plan(&desired, &observed, PlannerConfig::default());
+            model.apply(&action)?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -712,14 +725,7 @@ proptest! {
     ) {
         let mut model = Model::new(initial);
         settle(&mut model, 40)?;
-        for (event, steps) in rounds {
-            model.apply_event(&event);
-            for _ in 0..steps {
-                let (desired, observed) = model.observe();
-                let action = plan(&desired, &observed, PlannerConfig::default());
-                model.apply(&action)?;
-            }
-        }
+        play(&mut model, rounds)?;
     }
 
     /// Once the faults stop (pods back, learners fast), the cluster converges to `replicas`
@@ -732,14 +738,7 @@ proptest! {
     ) {
         let mut model = Model::new(initial);
         settle(&mut model, 40)?;
-        for (event, steps) in rounds {
-            model.apply_event(&event);
-            for _ in 0..steps {
-                let (desired, observed) = model.observe();
-                let action = plan(&desired, &observed, PlannerConfig::default());
-                model.apply(&action)?;
-            }
-        }
+        play(&mut model, rounds)?;
         model.down.clear();
         model.slow.clear();
         model.replicas = target;
