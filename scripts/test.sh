@@ -30,9 +30,12 @@ export CONFLUX_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/conflux"
 cargo test --workspace --all-features --lib --bins --tests --no-run
 # One test at a time: cluster tests start several node processes each and time elections; on a
 # two-core machine running them side by side only adds noise.
-cargo test --workspace --all-features --lib --bins --tests -- --test-threads=1 2>&1 | tee -a "$results"
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it.
+status=0
+cargo test --workspace --all-features --lib --bins --tests --no-fail-fast -- --test-threads=1 2>&1 | tee -a "$results" || status=$?
 
 # One closing line for everything: cargo's per-binary results plus pytest's.
 awk '/^test result:/ { passed += $4; failed += $6 }
      / passed in / { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) passed += $i; if ($(i+1) ~ /^failed/) failed += $i } }
      END { printf "%d passed, %d failed\n", passed, failed }' "$results"
+exit "$status"

@@ -66,8 +66,17 @@ async fn a_snapshot_over_50_megabytes_reaches_a_new_learner() {
         client.put(["t", "a", "e", &format!("big{i}")], content, PutOptions::default()).await.unwrap();
     }
     let url = cluster.nodes[0].client_url();
-    eventually("a snapshot over 50 MB is built", Duration::from_secs(30), || async {
-        (metric(&url, "conflux_snapshot_size_bytes").await > 50.0 * 1024.0 * 1024.0).then_some(())
+    // openraft checks the snapshot policy when it applies an entry and skips the check while a
+    // build is running; on a slow machine the build at entry 40 can still be running when entry
+    // 60 is applied. Each probe writes one small entry so the policy is checked again.
+    let mut nudges = 0;
+    eventually("a snapshot over 50 MB is built", Duration::from_secs(90), || {
+        nudges += 1;
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client.put(["t", "a", "e", "nudge"], format!("{nudges}").into_bytes(), PutOptions::default()).await.ok()?;
+            (metric(&url, "conflux_snapshot_size_bytes").await > 50.0 * 1024.0 * 1024.0).then_some(())
+        }
     })
     .await;
     let learner = cluster.add_node().await;

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use conflux_operator::crd::crd_yaml;
 
 fn shipped() -> [PathBuf; 2] {
-    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Cargo runs tests in the package root (`operator/`); a compile-time path would point into
+    // whichever checkout built this binary first.
+    let repository = PathBuf::from("..");
     [
         repository.join("manifests/crd.yaml"),
         repository.join("charts/conflux-operator/crds/confluxclusters.conflux.io.yaml"),

@@ -206,7 +206,9 @@ impl NodeAdmin for FakeNodes {
 /// kube-fake-client with OpenAPI validation of every kind the operator writes, including the
 /// ConfluxCluster against its own generated schema.
 async fn fake_kubernetes() -> kube::Client {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/k8s-definitions.json");
+    // Relative to the package root, where cargo runs tests: a path baked in at compile time
+    // would point into whichever checkout built the binary first.
+    let fixture = "tests/fixtures/k8s-definitions.json";
     let mut swagger: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture).expect("fixture exists")).expect("fixture is JSON");
     let crd = serde_json::to_value(ConfluxCluster::crd()).expect("crd serializes");
