@@ -1,5 +1,6 @@
-//! The Raft log payload: what a client change becomes once it enters consensus, and what applying
-//! it answers. Encoded with bincode inside log entries and snapshots.
+//! The Raft log payload: what client changes become once they enter consensus, and what applying
+//! them answers. One log entry carries a [`CommandBatch`]: the writes that concurrent clients sent
+//! while the previous entry was being committed. Encoded with bincode inside log entries.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,23 @@ pub enum Command {
     Delete { key: ConfigKey, expected_version: Option<u64> },
 }
 
-/// The result of applying one log entry.
+/// One log entry's payload: commands applied in order, atomically, all at the entry's index (so
+/// they share one revision, as the writes of one etcd transaction do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandBatch(pub Vec<Command>);
+
+impl Command {
+    /// Roughly how many bytes this command adds to a log entry.
+    pub fn size_hint(&self) -> usize {
+        let key_bytes = |k: &ConfigKey| k.tenant.len() + k.app.len() + k.env.len() + k.name.len();
+        match self {
+            Command::Put { key, content, .. } => key_bytes(key) + content.len(),
+            Command::Delete { key, .. } => key_bytes(key),
+        }
+    }
+}
+
+/// The result of applying one command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
     /// A new version was stored and made current.
@@ -25,6 +42,4 @@ pub enum CommandResponse {
     NotFound,
     /// `expected_version` did not match; `current` is what is current now.
     VersionMismatch { current: Option<u64> },
-    /// A blank or membership entry: nothing for a client.
-    Noop,
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub snapshots_installed: IntCounter,
     pub snapshot_size_bytes: IntGauge,
     pub log_fsync_group_entries: Histogram,
+    pub write_batch_commands: Histogram,
     pub storage_size_bytes: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
@@ -84,6 +85,17 @@ impl Metrics {
                         "Log appends made durable by one WAL fsync (group commit)",
                     )
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                )
+                .expect("valid metric"),
+            ),
+            write_batch_commands: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "conflux_write_batch_commands",
+                        "Client writes proposed together as one Raft log entry",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
                 )
                 .expect("valid metric"),
             ),

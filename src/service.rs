@@ -4,6 +4,7 @@
 
 pub mod membership;
 pub mod read_barrier;
+pub mod write_batcher;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::network::{PeerCallError, PeerClient};
 use crate::store::{Store, StoreError};
 use crate::types::{typ, NodeId};
 use read_barrier::ReadBarrier;
+use write_batcher::{Rejected, WriteBatcher};
 
 pub const PATH_FORWARD_WRITE: &str = "/raft/write";
 pub const PATH_READ_INDEX: &str = "/raft/read-index";
@@ -72,6 +74,7 @@ pub struct Service {
     pub advertise_peer: String,
     pub committed_index: Arc<AtomicU64>,
     reads: ReadBarrier,
+    writes: WriteBatcher,
 }
 
 impl Service {
@@ -84,7 +87,8 @@ impl Service {
         committed_index: Arc<AtomicU64>,
     ) -> Arc<Service> {
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
-        Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, reads })
+        let writes = WriteBatcher::start(raft.clone());
+        Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, reads, writes })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -106,22 +110,30 @@ impl Service {
 
     async fn write_until(&self, command: Command, deadline: tokio::time::Instant) -> Result<CommandResponse, Error> {
         loop {
-            match self.raft.client_write(command.clone()).await {
-                Ok(response) => return Ok(response.data),
-                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-                    let (Some(leader_id), Some(leader)) = (f.leader_id, f.leader_node) else {
-                        wait_for_leader(&self.raft, &self.timeouts, deadline).await?;
-                        continue;
-                    };
-                    match self.forward_write(leader_id, &leader.peer_url, &command, deadline).await {
+            match self.writes.submit(command.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(Rejected::NotLeader { leader: None }) => wait_for_leader(&self.raft, &self.timeouts, deadline).await?,
+                Err(Rejected::NotLeader { leader: Some((leader_id, peer_url)) }) => {
+                    match self.forward_write(leader_id, &peer_url, &command, deadline).await {
                         // The leader stepped down between our look-up and its apply: look again.
                         Err(Error::NoLeader) => wait_for_leader(&self.raft, &self.timeouts, deadline).await?,
                         other => return other,
                     }
                 }
-                Err(openraft::error::RaftError::APIError(e)) => return Err(Error::InvalidMembership(e.to_string())),
-                Err(openraft::error::RaftError::Fatal(f)) => return Err(Error::Stopped(f.to_string())),
+                Err(Rejected::Failed(e)) => return Err(e),
             }
+        }
+    }
+
+    /// Commits `command` only if this node leads (a follower's forwarded write: never forwarded
+    /// again, so two nodes with stale views cannot bounce it between them).
+    pub async fn write_as_leader(&self, command: Command) -> Result<CommandResponse, Error> {
+        let millis = self.timeouts.request.as_millis() as u64;
+        match tokio::time::timeout(self.timeouts.request, self.writes.submit(command)).await {
+            Err(_) => Err(Error::Timeout { millis }),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(Rejected::NotLeader { .. })) => Err(Error::NoLeader),
+            Ok(Err(Rejected::Failed(e))) => Err(e),
         }
     }
 

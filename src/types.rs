@@ -6,7 +6,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandResponse};
+use crate::command::{CommandBatch, CommandResponse};
 
 pub use crate::wire::NodeId;
 
@@ -26,8 +26,8 @@ impl fmt::Display for PeerNode {
 openraft::declare_raft_types!(
     /// Conflux's openraft type configuration.
     pub TypeConfig:
-        D = Command,
-        R = CommandResponse,
+        D = CommandBatch,
+        R = Vec<CommandResponse>,
         NodeId = NodeId,
         Node = PeerNode,
         Entry = openraft::Entry<TypeConfig>,

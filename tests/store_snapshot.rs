@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
-use conflux::command::Command;
+use conflux::command::{Command, CommandBatch};
 use conflux::model::{ConfigKey, Format, Namespace};
 use conflux::store::Store;
 use conflux::types::{typ, TypeConfig};
@@ -25,7 +25,7 @@ fn put_entry(index: u64, name: &str, content: &str) -> typ::Entry {
     };
     openraft::Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(command),
+        payload: EntryPayload::Normal(CommandBatch(vec![command])),
     }
 }
 

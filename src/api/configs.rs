@@ -75,9 +75,6 @@ fn write_answer(response: CommandResponse, key: &ConfigKey, expected: Option<u64
         CommandResponse::VersionMismatch { current } => {
             Err(ApiError::VersionMismatch { expected: expected.unwrap_or_default(), current })
         }
-        CommandResponse::Noop => {
-            Err(ApiError::Service(crate::service::Error::Storage("write produced no result".into())))
-        }
     }
 }
 

@@ -125,7 +125,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Command;
+    use crate::command::{Command, CommandBatch};
     use crate::model::{ConfigKey, Format};
 
     fn entry_of(bytes: usize, index: u64) -> typ::Entry {
@@ -137,7 +137,7 @@ mod tests {
         };
         openraft::Entry {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(command),
+            payload: openraft::EntryPayload::Normal(CommandBatch(vec![command])),
         }
     }
 

@@ -102,14 +102,7 @@ async fn forwarded_write(State(service): State<Arc<Service>>, body: Bytes) -> Re
         Ok(c) => c,
         Err(refusal) => return refusal,
     };
-    let millis = service.timeouts.request.as_millis() as u64;
-    let result: Result<CommandResponse, service::Error> =
-        match tokio::time::timeout(service.timeouts.request, service.raft.client_write(command)).await {
-            Err(_) => Err(service::Error::Timeout { millis }),
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(openraft::error::RaftError::Fatal(f))) => Err(service::Error::Stopped(f.to_string())),
-            Ok(Err(openraft::error::RaftError::APIError(_))) => Err(service::Error::NoLeader),
-        };
+    let result: Result<CommandResponse, service::Error> = service.write_as_leader(command).await;
     reply(&result)
 }
 

@@ -13,7 +13,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
-use crate::command::{Command, CommandResponse};
+use crate::command::{Command, CommandBatch, CommandResponse};
 use crate::model::ConfigRecord;
 use crate::types::{typ, TypeConfig};
 
@@ -199,7 +199,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((last_applied, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, typ::StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResponse>>, typ::StorageError>
     where
         I: IntoIterator<Item = typ::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -211,14 +211,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for entry in entries {
             last_applied = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => CommandResponse::Noop,
-                EntryPayload::Normal(command) => self
-                    .apply_command(command, entry.log_id.index, &mut batch, &mut records)
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(CommandBatch(commands)) => commands
+                    .into_iter()
+                    .map(|command| self.apply_command(command, entry.log_id.index, &mut batch, &mut records))
+                    .collect::<Result<_, _>>()
                     .map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?,
                 EntryPayload::Membership(membership) => {
                     let stored = typ::StoredMembership::new(Some(entry.log_id), membership);
                     batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&stored));
-                    CommandResponse::Noop
+                    Vec::new()
                 }
             };
             responses.push(response);

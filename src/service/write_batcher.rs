@@ -1,0 +1,103 @@
+//! Batches concurrent client writes into one Raft entry. openraft 0.9 appends and fsyncs the entry
+//! of one `client_write` before it takes the next, so one entry per write would cap a node at one
+//! write per fsync however many clients wait. Writers queue here instead; one proposal is in flight
+//! at a time, and every write that queued meanwhile becomes the next entry (within a command and
+//! byte budget). An idle batcher proposes at once, so a lone writer waits for nothing extra.
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Error;
+use crate::command::{Command, CommandBatch, CommandResponse};
+use crate::types::{typ, NodeId};
+
+/// At most this many commands share one log entry.
+const MAX_BATCH_COMMANDS: usize = 512;
+/// A batch stops growing once its commands reach this many bytes (one command may exceed it).
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Why a write was not applied by this node.
+#[derive(Debug, Clone)]
+pub enum Rejected {
+    /// This node does not lead; `leader` is the leader it knows of (id and peer URL), if any.
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// Anything else; final for this write.
+    Failed(Error),
+}
+
+type Reply = oneshot::Sender<Result<CommandResponse, Rejected>>;
+
+struct Pending {
+    command: Command,
+    reply: Reply,
+}
+
+/// Handle on the batching worker; dropping every handle stops it.
+pub struct WriteBatcher {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl WriteBatcher {
+    pub fn start(raft: typ::Raft) -> WriteBatcher {
+        let (queue, pending) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, pending));
+        WriteBatcher { queue }
+    }
+
+    /// Proposes `command` through this node's Raft, in the next batch; answers once it is applied.
+    pub async fn submit(&self, command: Command) -> Result<CommandResponse, Rejected> {
+        let stopped = || Rejected::Failed(Error::Stopped("write batcher stopped".into()));
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Pending { command, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: typ::Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut bytes = first.command.size_hint();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+            let Ok(next) = queue.try_recv() else { break };
+            bytes += next.command.size_hint();
+            batch.push(next);
+        }
+        // A writer that gave up (its request timed out or was dropped) is not proposed at all.
+        batch.retain(|pending| !pending.reply.is_closed());
+        if !batch.is_empty() {
+            propose(&raft, batch).await;
+        }
+    }
+}
+
+/// Commits one batch as one entry and hands each writer its own command's result.
+async fn propose(raft: &typ::Raft, batch: Vec<Pending>) {
+    let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let count = commands.len();
+    crate::metrics::global().write_batch_commands.observe(count as f64);
+    let outcome = raft.client_write(CommandBatch(commands)).await;
+    match outcome {
+        Ok(written) if written.data.len() == count => {
+            for (reply, result) in replies.into_iter().zip(written.data) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Ok(written) => {
+            let reason = format!("a batch of {count} commands was answered with {} results", written.data.len());
+            answer_all(replies, Rejected::Failed(Error::Storage(reason)));
+        }
+        Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+            let leader = f.leader_id.zip(f.leader_node).map(|(id, node)| (id, node.peer_url));
+            answer_all(replies, Rejected::NotLeader { leader });
+        }
+        Err(openraft::error::RaftError::APIError(e)) => {
+            answer_all(replies, Rejected::Failed(Error::InvalidMembership(e.to_string())))
+        }
+        Err(openraft::error::RaftError::Fatal(f)) => answer_all(replies, Rejected::Failed(Error::Stopped(f.to_string()))),
+    }
+}
+
+fn answer_all(replies: Vec<Reply>, rejected: Rejected) {
+    for reply in replies {
+        let _ = reply.send(Err(rejected.clone()));
+    }
+}
