@@ -1,7 +1,8 @@
 //! openraft's `RaftLogStorage` on RocksDB. Appends are written without sync (readable at once)
-//! and group-committed by one flusher thread: a single WAL fsync covers every append queued
-//! meanwhile, and only then are their `LogFlushed` callbacks completed. Votes and truncations
-//! are fsynced before returning.
+//! and made durable by one flusher thread: a single WAL fsync covers every append queued
+//! meanwhile, and only then are their `LogFlushed` callbacks completed. (openraft 0.9 awaits each
+//! callback before its next append, so a group is one append there; `service::write_batcher`
+//! puts many writes in one entry instead.) Votes and truncations are fsynced before returning.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
