@@ -112,7 +112,9 @@ impl Service {
         loop {
             match self.writes.submit(command.clone()).await {
                 Ok(response) => return Ok(response),
-                Err(Rejected::NotLeader { leader: None }) => wait_for_leader(&self.raft, &self.timeouts, deadline).await?,
+                Err(Rejected::NotLeader { leader: None }) => {
+                    wait_for_leader(&self.raft, &self.timeouts, deadline).await?
+                }
                 Err(Rejected::NotLeader { leader: Some((leader_id, peer_url)) }) => {
                     match self.forward_write(leader_id, &peer_url, &command, deadline).await {
                         // The leader stepped down between our look-up and its apply: look again.

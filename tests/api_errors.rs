@@ -85,6 +85,48 @@ async fn configs_are_versioned_conditional_and_never_reuse_a_version() {
     n.handle.shutdown().await;
 }
 
+/// Sum and count of a Prometheus histogram on the node's `/metrics`.
+async fn histogram(n: &Node, name: &str) -> (f64, f64) {
+    let text = n.http.get(n.client_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |suffix: &str| {
+        let prefix = format!("{name}_{suffix} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0.0, |v| v.parse().unwrap())
+    };
+    (value("sum"), value("count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_batched_yet_each_sees_the_ones_before_it() {
+    let n = node().await;
+    let url = n.client_url("/api/v1/configs/acme/shop/prod/race");
+    assert_eq!(n.http.put(&url).body("v1").send().await.unwrap().status(), StatusCode::OK);
+    let (sum_before, count_before) = histogram(&n, "conflux_write_batch_commands").await;
+
+    // 64 writers all expect version 1: exactly one may win, however they are batched.
+    let conditional = (0..64).map(|i| {
+        let request = n.http.put(&url).header("if-match", "\"1\"").body(format!("c{i}"));
+        async move { request.send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(conditional).await;
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::PRECONDITION_FAILED).count(), 63);
+
+    // 64 unconditional writers each get their own version: 3..=66, none shared, none skipped.
+    let unconditional = (0..64).map(|i| {
+        let request = n.http.put(&url).body(format!("u{i}"));
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["version"].as_u64() }
+    });
+    let mut versions: Vec<u64> =
+        futures::future::join_all(unconditional).await.into_iter().map(Option::unwrap).collect();
+    versions.sort();
+    assert_eq!(versions, (3..=66).collect::<Vec<u64>>());
+
+    let (sum_after, count_after) = histogram(&n, "conflux_write_batch_commands").await;
+    assert_eq!(sum_after - sum_before, 128.0, "every write was proposed once");
+    assert!(count_after - count_before < 128.0, "some Raft entry carried several writes");
+    n.handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_error_has_its_status_and_code() {
     let n = node().await;

@@ -92,7 +92,9 @@ async fn propose(raft: &typ::Raft, batch: Vec<Pending>) {
         Err(openraft::error::RaftError::APIError(e)) => {
             answer_all(replies, Rejected::Failed(Error::InvalidMembership(e.to_string())))
         }
-        Err(openraft::error::RaftError::Fatal(f)) => answer_all(replies, Rejected::Failed(Error::Stopped(f.to_string()))),
+        Err(openraft::error::RaftError::Fatal(f)) => {
+            answer_all(replies, Rejected::Failed(Error::Stopped(f.to_string())))
+        }
     }
 }
 
