@@ -87,7 +87,7 @@ impl Service {
         committed_index: Arc<AtomicU64>,
     ) -> Arc<Service> {
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
-        let writes = WriteBatcher::start(raft.clone());
+        let writes = WriteBatcher::start(raft.clone(), timeouts.request);
         Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, reads, writes })
     }
 

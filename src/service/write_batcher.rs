@@ -3,6 +3,12 @@
 //! write per fsync however many clients wait. Writers queue here instead; one proposal is in flight
 //! at a time, and every write that queued meanwhile becomes the next entry (within a command and
 //! byte budget). An idle batcher proposes at once, so a lone writer waits for nothing extra.
+//!
+//! A proposal is given up after the request timeout: openraft 0.9 never answers the proposer of
+//! an uncommitted entry that a snapshot from a newer leader overtakes (it answers only entries it
+//! applies or truncates), and one such entry must not stall every later write on this node.
+
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,9 +43,10 @@ pub struct WriteBatcher {
 }
 
 impl WriteBatcher {
-    pub fn start(raft: typ::Raft) -> WriteBatcher {
+    /// Starts the worker; `give_up_after` bounds how long one proposal may stay unanswered.
+    pub fn start(raft: typ::Raft, give_up_after: Duration) -> WriteBatcher {
         let (queue, pending) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, pending));
+        tokio::spawn(run(raft, give_up_after, pending));
         WriteBatcher { queue }
     }
 
@@ -52,7 +59,7 @@ impl WriteBatcher {
     }
 }
 
-async fn run(raft: typ::Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: typ::Raft, give_up_after: Duration, mut queue: mpsc::UnboundedReceiver<Pending>) {
     while let Some(first) = queue.recv().await {
         let mut bytes = first.command.size_hint();
         let mut batch = vec![first];
@@ -64,17 +71,20 @@ async fn run(raft: typ::Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
         // A writer that gave up (its request timed out or was dropped) is not proposed at all.
         batch.retain(|pending| !pending.reply.is_closed());
         if !batch.is_empty() {
-            propose(&raft, batch).await;
+            propose(&raft, batch, give_up_after).await;
         }
     }
 }
 
 /// Commits one batch as one entry and hands each writer its own command's result.
-async fn propose(raft: &typ::Raft, batch: Vec<Pending>) {
+async fn propose(raft: &typ::Raft, batch: Vec<Pending>, give_up_after: Duration) {
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let count = commands.len();
     crate::metrics::global().write_batch_commands.observe(count as f64);
-    let outcome = raft.client_write(CommandBatch(commands)).await;
+    let Ok(outcome) = tokio::time::timeout(give_up_after, raft.client_write(CommandBatch(commands))).await else {
+        let millis = give_up_after.as_millis() as u64;
+        return answer_all(replies, Rejected::Failed(Error::Timeout { millis }));
+    };
     match outcome {
         Ok(written) if written.data.len() == count => {
             for (reply, result) in replies.into_iter().zip(written.data) {
