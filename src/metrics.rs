@@ -29,7 +29,6 @@ pub struct Metrics {
     pub snapshots_built: IntCounter,
     pub snapshots_installed: IntCounter,
     pub snapshot_size_bytes: IntGauge,
-    pub log_fsync_group_entries: Histogram,
     pub write_batch_commands: Histogram,
     pub storage_size_bytes: IntGauge,
     pub http_requests: IntCounterVec,
@@ -77,17 +76,6 @@ impl Metrics {
             snapshots_built: counter("conflux_snapshots_built_total", "Snapshots built"),
             snapshots_installed: counter("conflux_snapshots_installed_total", "Snapshots installed from a leader"),
             snapshot_size_bytes: gauge("conflux_snapshot_size_bytes", "Size of the last built snapshot"),
-            log_fsync_group_entries: register(
-                &r,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "conflux_storage_log_fsync_group_appends",
-                        "Log appends made durable by one WAL fsync (group commit)",
-                    )
-                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-                )
-                .expect("valid metric"),
-            ),
             write_batch_commands: register(
                 &r,
                 Histogram::with_opts(

@@ -41,7 +41,7 @@ async fn prometheus_scrapes_the_node_and_promtool_accepts_its_metrics() {
         "conflux_raft_applied_index",
         "conflux_http_request_duration_seconds_bucket",
         "conflux_storage_size_bytes",
-        "conflux_storage_log_fsync_group_appends_bucket",
+        "conflux_write_batch_commands_bucket",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }

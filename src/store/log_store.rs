@@ -1,39 +1,32 @@
-//! openraft's `RaftLogStorage` on RocksDB. Appends are written without sync (readable at once)
-//! and made durable by one flusher thread: a single WAL fsync covers every append queued
-//! meanwhile, and only then are their `LogFlushed` callbacks completed. (openraft 0.9 awaits each
-//! callback before its next append, so a group is one append there; `service::write_batcher`
-//! puts many writes in one entry instead.) Votes and truncations are fsynced before returning.
+//! openraft's `RaftLogStorage` on RocksDB. An append is one synced `WriteBatch` (the WAL is
+//! fsynced before it returns), and only then is its `LogFlushed` callback completed; votes and
+//! truncations are synced the same way. The sync is inline: openraft 0.9 awaits each append's callback before it does
+//! anything else, so handing it to a flusher thread only added a thread hop (measured: no group
+//! ever held more than one append). Many writes share one fsync one level up, where
+//! `service::write_batcher` puts them in one entry.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, OptionalSend};
-use rocksdb::{WriteBatch, DB};
+use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use super::{decode, encode, keys, Store, CF_LOGS, CF_META};
 use crate::types::{typ, TypeConfig};
 
-/// Log store handle; clones share the database and the flusher thread.
+/// Log store handle; clones share the database.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
     committed: Arc<AtomicU64>,
 }
 
 impl LogStore {
     pub(super) fn new(db: Arc<DB>) -> Self {
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let flusher_db = Arc::downgrade(&db);
-        std::thread::Builder::new()
-            .name("conflux-log-flusher".into())
-            .spawn(move || run_flusher(flusher_db, rx))
-            .expect("spawning the log flusher thread");
-        LogStore { db, flusher: tx, committed: Arc::new(AtomicU64::new(0)) }
+        LogStore { db, committed: Arc::new(AtomicU64::new(0)) }
     }
 
     /// The highest index openraft has reported committed, kept current for readiness and metrics.
@@ -54,27 +47,12 @@ impl LogStore {
         raw.map(|r| decode("log metadata", &r).map_err(|e| typ::StorageIOError::read(&e).into())).transpose()
     }
 
-    async fn sync_wal(&self) -> Result<(), std::io::Error> {
-        let db = self.db.clone();
-        let synced = tokio::task::spawn_blocking(move || db.flush_wal(true)).await.map_err(std::io::Error::other)?;
-        synced.map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
-
-/// Completes append callbacks in groups: waits for one, takes every other queued one, syncs the
-/// WAL once, then reports the result to all of them.
-fn run_flusher(db: std::sync::Weak<DB>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        group.extend(rx.try_iter());
-        let Some(db) = db.upgrade() else { return };
-        let result = db.flush_wal(true);
-        drop(db);
-        crate::metrics::global().log_fsync_group_entries.observe(group.len() as f64);
-        for callback in group {
-            let outcome = result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
-            callback.log_io_completed(outcome);
-        }
+    /// Writes `batch` and fsyncs the WAL before returning. Every column family shares the WAL,
+    /// so this also makes every earlier unsynced write (applies, committed index) durable.
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)
     }
 }
 
@@ -127,9 +105,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &typ::Vote) -> Result<(), typ::StorageError> {
-        self.db.put_cf(self.meta(), keys::VOTE, encode(vote)).map_err(|e| typ::StorageIOError::write_vote(&e))?;
-        self.sync_wal().await.map_err(|e| typ::StorageIOError::write_vote(&e))?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.meta(), keys::VOTE, encode(vote));
+        self.write_synced(batch).map_err(|e| typ::StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<typ::Vote>, typ::StorageError> {
@@ -159,20 +137,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(self.logs(), keys::log_index(entry.log_id.index), encode(&entry));
         }
-        self.db.write(batch).map_err(|e| typ::StorageIOError::write_logs(&e))?;
-        // The flusher only goes away with the database; if it is gone, say so instead of hanging.
-        if let Err(mpsc::SendError(callback)) = self.flusher.send(callback) {
-            callback.log_io_completed(Err(std::io::Error::other("log flusher stopped")));
-        }
+        self.write_synced(batch).map_err(|e| typ::StorageIOError::write_logs(&e))?;
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
-        self.db
-            .delete_range_cf(self.logs(), keys::log_index(log_id.index), keys::log_index(u64::MAX))
-            .map_err(|e| typ::StorageIOError::write_logs(&e))?;
-        self.sync_wal().await.map_err(|e| typ::StorageIOError::write_logs(&e))?;
-        Ok(())
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.logs(), keys::log_index(log_id.index), keys::log_index(u64::MAX));
+        self.write_synced(batch).map_err(|e| typ::StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
