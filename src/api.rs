@@ -1,11 +1,19 @@
-//! HTTP routers: the client API (configs, metrics, health) on the client listener, and the admin
+//! HTTP routers: the client API (tenants, apps, envs, configs and their versions, schemas and
+//! releases, resolve, audit, metrics, health) on the client listener, and the admin
 //! API on the peer listener behind the cluster token. Handlers live in the submodules; the only
 //! status-code mapping is in `problem`.
 
 pub mod admin;
+pub mod audit;
 pub mod configs;
+pub mod convert;
+pub mod hierarchy;
 pub mod observe;
+pub mod openapi;
 pub mod problem;
+pub mod releases;
+pub mod request;
+pub mod resolve;
 
 use std::sync::Arc;
 
@@ -34,20 +42,48 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client listener: configs, `/metrics`, `/healthz`, `/readyz`.
+/// The client listener: the configuration API, `/metrics`, `/healthz`, `/readyz`.
 pub fn client_router(state: ApiState) -> Router {
+    const CONFIG: &str = "/api/v1/configs/{tenant}/{app}/{env}/{name}";
+    let config = |tail: &str| format!("{CONFIG}{tail}");
     Router::new()
-        .route(
-            "/api/v1/configs/{tenant}/{app}/{env}/{name}",
-            get(configs::get).put(configs::put).delete(configs::delete),
-        )
+        .route(CONFIG, get(configs::get).put(configs::put).delete(configs::delete))
         .route("/api/v1/configs/{tenant}/{app}/{env}", get(configs::list))
+        .route(&config("/versions"), get(configs::versions).post(configs::create_version))
+        .route(&config("/versions/{version}"), get(configs::version))
+        .route(&config("/diff"), get(configs::diff))
+        .route(&config("/schema"), get(configs::get_schema).put(configs::put_schema).delete(configs::delete_schema))
+        .route(&config("/release"), get(releases::get).put(releases::put))
+        .route(&config("/release/publish"), post(releases::publish))
+        .route(&config("/release/rollback"), post(releases::rollback))
+        .route(&config("/releases"), get(releases::history))
+        .route(&config("/releases/{number}"), get(releases::one))
+        .route("/api/v1/resolve/{tenant}/{app}/{env}/{name}", get(resolve::one))
+        .route("/api/v1/resolve/{tenant}/{app}/{env}", post(resolve::many))
+        .route("/api/v1/tenants", get(hierarchy::list_tenants))
+        .route(
+            "/api/v1/tenants/{tenant}",
+            get(hierarchy::get_tenant).put(hierarchy::put_tenant).delete(hierarchy::delete_tenant),
+        )
+        .route("/api/v1/tenants/{tenant}/audit", get(audit::query))
+        .route("/api/v1/tenants/{tenant}/apps", get(hierarchy::list_apps))
+        .route(
+            "/api/v1/tenants/{tenant}/apps/{app}",
+            get(hierarchy::get_app).put(hierarchy::put_app).delete(hierarchy::delete_app),
+        )
+        .route("/api/v1/tenants/{tenant}/apps/{app}/envs", get(hierarchy::list_envs))
+        .route(
+            "/api/v1/tenants/{tenant}/apps/{app}/envs/{env}",
+            get(hierarchy::get_env).put(hierarchy::put_env).delete(hierarchy::delete_env),
+        )
         .route("/metrics", get(observe::metrics_text))
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(middleware::from_fn(request::request_id))
         .layer(middleware::from_fn(observe::record_request))
         .with_state(state)
 }

@@ -1,45 +1,141 @@
 //! The Raft log payload: what client changes become once they enter consensus, and what applying
-//! them answers. One log entry carries a [`CommandBatch`]: the writes that concurrent clients sent
-//! while the previous entry was being committed. Encoded with bincode inside log entries.
+//! them answers. One log entry carries a [`CommandBatch`]: the changes that concurrent clients sent
+//! while the previous entry was being committed, stamped with the proposing leader's clock (apply
+//! never reads a clock, so every replica records the same times). Encoded with bincode.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConfigKey, Format};
+use crate::model::hierarchy::QuotaUpdate;
+use crate::model::release::Rule;
+use crate::model::{ConfigKey, Format, Namespace};
 
-/// A change to the configuration state, replicated through Raft.
+/// Who asked for a change, recorded in its audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Command {
-    /// Store `content` as the next version of `key` and make it current.
-    Put { key: ConfigKey, format: Format, content: Vec<u8>, expected_version: Option<u64> },
-    /// Make `key` absent; its versions' numbers are never reused.
-    Delete { key: ConfigKey, expected_version: Option<u64> },
+pub struct Origin {
+    pub actor: String,
+    pub request_id: String,
+}
+
+/// A change to the configuration state and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub origin: Origin,
+    pub change: Change,
+}
+
+/// A change to the configuration state, replicated through Raft. Writing anything creates its
+/// missing parents (tenant, app, env) with default settings, each with its own audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// Create a tenant, or update its description and quotas.
+    PutTenant { tenant: String, description: Option<String>, quotas: QuotaUpdate },
+    /// Delete a tenant; refused while it has apps unless `force` (which deletes everything under it).
+    DeleteTenant { tenant: String, force: bool },
+    PutApp { tenant: String, app: String, description: Option<String> },
+    DeleteApp { tenant: String, app: String, force: bool },
+    PutEnv { namespace: Namespace, description: Option<String> },
+    DeleteEnv { namespace: Namespace, force: bool },
+    /// Store `content` as the next immutable version of `key`. The content was parsed and checked
+    /// against the schema whose checksum is `checked_schema` (None: no schema); if the config's
+    /// schema changed since, nothing is written and the writer checks again.
+    WriteVersion {
+        key: ConfigKey,
+        format: Format,
+        content: Vec<u8>,
+        message: String,
+        expected_version: Option<u64>,
+        checked_schema: Option<String>,
+    },
+    /// Make `key` absent; its version and release numbers are never reused.
+    DeleteConfig { key: ConfigKey, expected_version: Option<u64> },
+    /// Set (Some) or clear (None) the JSON Schema new versions of `key` must satisfy.
+    SetSchema { key: ConfigKey, schema: Option<Vec<u8>>, checksum: Option<String> },
+    /// Replace the release of `key`, only if its current release number is `expected_release`.
+    SetRelease { key: ConfigKey, rules: Vec<Rule>, expected_release: u64, message: String, kind: ReleaseKind },
+}
+
+/// What kind of release change a `SetRelease` is, as recorded in history and audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseKind {
+    Set,
+    Publish,
+    Rollback { to: u64 },
 }
 
 /// One log entry's payload: commands applied in order, atomically, all at the entry's index (so
 /// they share one revision, as the writes of one etcd transaction do).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandBatch(pub Vec<Command>);
+pub struct CommandBatch {
+    /// The proposing leader's clock, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub commands: Vec<Command>,
+}
 
 impl Command {
     /// Roughly how many bytes this command adds to a log entry.
     pub fn size_hint(&self) -> usize {
-        let key_bytes = |k: &ConfigKey| k.tenant.len() + k.app.len() + k.env.len() + k.name.len();
+        let origin = self.origin.actor.len() + self.origin.request_id.len();
+        origin
+            + match &self.change {
+                Change::WriteVersion { content, message, .. } => 64 + content.len() + message.len(),
+                Change::SetSchema { schema, .. } => 64 + schema.as_ref().map_or(0, Vec::len),
+                Change::SetRelease { rules, message, .. } => 64 + rules.len() * 64 + message.len(),
+                _ => 64,
+            }
+    }
+}
+
+/// Which level of the hierarchy an answer is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Level {
+    Tenant,
+    App,
+    Env,
+    Config,
+    Version,
+    Release,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
         match self {
-            Command::Put { key, content, .. } => key_bytes(key) + content.len(),
-            Command::Delete { key, .. } => key_bytes(key),
+            Level::Tenant => "tenant",
+            Level::App => "app",
+            Level::Env => "env",
+            Level::Config => "config",
+            Level::Version => "version",
+            Level::Release => "release",
         }
     }
 }
 
-/// The result of applying one command.
+/// The result of applying one command. Refusals change nothing and write no audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResponse {
-    /// A new version was stored and made current.
+    /// A tenant, app or env was created (`created`) or updated.
+    Put { created: bool, revision: u64 },
+    /// A tenant, app, env or schema change took effect.
+    Done { revision: u64 },
+    /// A new version was stored and is the head.
     Written { version: u64, revision: u64 },
-    /// The configuration was deleted; `version` was current before.
+    /// The configuration was deleted; `version` was the head before.
     Deleted { version: u64, revision: u64 },
-    /// A delete named a configuration that does not exist.
-    NotFound,
-    /// `expected_version` did not match; `current` is what is current now.
+    /// The release is now number `release`.
+    Released { release: u64, revision: u64 },
+    /// What the change names does not exist.
+    NotFound { level: Level, name: String },
+    /// `expected_version` did not match; `current` is the head now.
     VersionMismatch { current: Option<u64> },
+    /// `expected_release` did not match; `current` is the current release now.
+    ReleaseMismatch { current: Option<u64> },
+    /// The rules were refused; `detail` names the rule and what to fix.
+    RulesInvalid { detail: String },
+    /// The schema changed after the content was checked: check again and resend.
+    SchemaChanged,
+    /// A delete named a level that still holds something; `detail` says what.
+    NotEmpty { detail: String },
+    /// The content is larger than the tenant's `max_config_bytes`.
+    TooLarge { size: u64, limit: u64 },
+    /// A count quota would be exceeded.
+    QuotaExceeded { detail: String },
 }

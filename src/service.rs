@@ -4,6 +4,8 @@
 
 pub mod membership;
 pub mod read_barrier;
+pub mod resolve;
+pub mod schemas;
 pub mod write_batcher;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +15,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandResponse};
-use crate::model::{ConfigKey, ConfigRecord, Namespace};
+use crate::model::{ConfigKey, ConfigRecord};
 use crate::network::{PeerCallError, PeerClient};
 use crate::store::{Store, StoreError};
 use crate::types::{typ, NodeId};
 use read_barrier::ReadBarrier;
+use schemas::SchemaCache;
 use write_batcher::{Rejected, WriteBatcher};
 
 pub const PATH_FORWARD_WRITE: &str = "/raft/write";
@@ -73,6 +76,7 @@ pub struct Service {
     pub timeouts: ServiceTimeouts,
     pub advertise_peer: String,
     pub committed_index: Arc<AtomicU64>,
+    pub schemas: SchemaCache,
     reads: ReadBarrier,
     writes: WriteBatcher,
 }
@@ -88,7 +92,8 @@ impl Service {
     ) -> Arc<Service> {
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
         let writes = WriteBatcher::start(raft.clone(), timeouts.request);
-        Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, reads, writes })
+        let schemas = SchemaCache::default();
+        Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, schemas, reads, writes })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -182,14 +187,20 @@ impl Service {
         Ok(self.store.get_config(key)?)
     }
 
-    /// Lists the configurations in a namespace from the local state machine.
-    pub fn list(&self, namespace: &Namespace) -> Result<Vec<(String, ConfigRecord)>, Error> {
-        Ok(self.store.list_configs(namespace)?)
-    }
-
     /// The local applied index, the revision a serializable read reflects.
     pub fn applied_index(&self) -> u64 {
         self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Waits up to `bound` until this node has applied `revision`; false if it has not by then.
+    pub async fn wait_applied(&self, revision: u64, bound: Duration) -> bool {
+        if self.applied_index() >= revision {
+            return true;
+        }
+        let mut metrics = self.raft.metrics();
+        let applied = metrics.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= revision);
+        let reached = matches!(tokio::time::timeout(bound, applied).await, Ok(Ok(_)));
+        reached
     }
 }
 

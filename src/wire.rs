@@ -8,11 +8,19 @@ use serde::{Deserialize, Serialize};
 /// A Raft member's id: generated once per data directory, below 2^53 so JSON readers keep it exact.
 pub type NodeId = u64;
 
-/// Answer to a successful write or delete.
+/// Answer to a successful write or delete of a configuration (and to a `dry_run` write, which
+/// says what would have been written: the version number it would get, at the current revision).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteResult {
     pub version: u64,
     pub revision: u64,
+    /// `sha256:<hex>` of the content written (absent for deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// One entry of a namespace listing.
@@ -24,11 +32,14 @@ pub struct ConfigSummary {
     pub revision: u64,
 }
 
-/// Answer to `GET /api/v1/configs/{tenant}/{app}/{env}`.
+/// Answer to `GET /api/v1/configs/{tenant}/{app}/{env}`: one page of live configs by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigList {
     pub configs: Vec<ConfigSummary>,
     pub revision: u64,
+    /// Pass as `?cursor=` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// An RFC 9457 problem document; `code` is stable and meant for programs.
@@ -40,6 +51,296 @@ pub struct Problem {
     pub status: u16,
     pub code: String,
     pub detail: String,
+    /// Each place in the request that is wrong (content line/column, schema JSON pointer, rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemDetail>,
+}
+
+/// One located error inside a problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemDetail {
+    pub message: String,
+    /// JSON pointer into the content (schema violations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// 1-based line and column in the content (parse errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+/// One page of a listing; pass `next_cursor` as `?cursor=` for the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// The revision this node had applied when it answered.
+    pub revision: u64,
+}
+
+/// Answer to a change of a tenant, app, env or schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    pub revision: u64,
+    /// For a `PUT`: whether it created the resource (else it updated it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+}
+
+/// Per-tenant limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    pub max_config_bytes: u64,
+    pub max_configs: u64,
+    pub max_versions_kept: u32,
+}
+
+/// Quotas to change; absent fields keep their value (defaults: 1 MiB, 10,000, 100).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_config_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_configs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_versions_kept: Option<u32>,
+}
+
+/// `PUT /api/v1/tenants/{tenant}` body (all optional; an empty body creates with defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<QuotaSpec>,
+}
+
+/// `PUT` body of an app or env (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A tenant, an app or an env as served by `GET`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Level {
+    /// `tenant`, `tenant/app` or `tenant/app/env`.
+    pub path: String,
+    pub name: String,
+    pub description: String,
+    pub created_revision: u64,
+    pub created_at_ms: u64,
+    pub revision: u64,
+    /// Tenants only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    /// Tenants: apps in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps: Option<u64>,
+    /// Apps: envs in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envs: Option<u64>,
+    /// Live configs under it.
+    pub configs: u64,
+}
+
+/// `POST .../versions` body: a new version as JSON (`PUT` on the config takes the raw content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewVersion {
+    pub content: String,
+    /// json, yaml, toml, properties or text; default: the config's current format, else text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One immutable version's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub format: String,
+    pub author: String,
+    pub message: String,
+    pub created_at_ms: u64,
+    pub size: u64,
+    /// `sha256:<hex>`.
+    pub checksum: String,
+    pub revision: u64,
+}
+
+/// One version with its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    #[serde(flatten)]
+    pub info: VersionInfo,
+    pub content: String,
+}
+
+/// One path-level change between two structured versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathChange {
+    /// add, remove or replace.
+    pub op: String,
+    /// JSON pointer.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<serde_json::Value>,
+}
+
+/// `GET .../diff?from=A&to=B`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diff {
+    pub from: u64,
+    pub to: u64,
+    /// Unified text diff; empty when the contents are equal.
+    pub unified: String,
+    /// Path-level changes, when both versions are json, yaml, toml or properties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<PathChange>>,
+}
+
+/// One release rule: clients carrying all `labels` (and inside `percent`, when set) receive
+/// `version`; the highest `priority` that matches wins. Exactly one rule has neither labels nor
+/// percent: the default, with the lowest priority.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub version: u64,
+    pub priority: u32,
+    /// In (0, 100], at most two decimals; clients are picked by a stable hash of their id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+}
+
+/// `PUT .../release` body (needs `If-Match` with the current release's ETag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    pub rules: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST .../release/publish` body: `version` becomes the default for everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST .../release/rollback` body: restore the rules of release `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    pub to: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A release as served by `GET .../release` (ETag `"r<number>"`) and in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub number: u64,
+    pub rules: Vec<Rule>,
+    /// initial, set, publish or rollback.
+    pub action: String,
+    /// For a rollback: the release whose rules it restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_to: Option<u64>,
+    pub author: String,
+    pub message: String,
+    pub created_at_ms: u64,
+    pub revision: u64,
+}
+
+/// Answer to a release change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub release: u64,
+    pub revision: u64,
+}
+
+/// The rule that decided what a client receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchedRule {
+    /// Position in the release's rule list.
+    pub index: usize,
+    pub priority: u32,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+}
+
+/// What one client receives for one config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub config: String,
+    pub format: String,
+    pub version: u64,
+    /// `sha256:<hex>`.
+    pub checksum: String,
+    pub content: String,
+    pub release: u64,
+    pub rule: MatchedRule,
+    /// The revision the serving node had applied: send it back as `min_revision`.
+    pub revision: u64,
+}
+
+/// `POST /api/v1/resolve/{tenant}/{app}/{env}` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveMany {
+    /// Config names; empty means every live config of the env (up to `limit`, then a cursor).
+    #[serde(default)]
+    pub configs: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_revision: Option<u64>,
+}
+
+/// Answer to a batch resolve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedMany {
+    pub items: Vec<Resolved>,
+    /// Named configs that do not exist (or are deleted).
+    pub missing: Vec<String>,
+    pub revision: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub revision: u64,
+    pub seq: u32,
+    pub time_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    /// Version (config writes, deletes) or release (release changes) before the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    pub request_id: String,
 }
 
 /// `GET /admin/status`.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
-use conflux::command::{Command, CommandBatch};
+use conflux::command::{Change, Command, CommandBatch, Origin};
 use conflux::model::{ConfigKey, Format, Namespace};
 use conflux::store::Store;
 use conflux::types::{typ, TypeConfig};
@@ -17,15 +17,18 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use tempfile::TempDir;
 
 fn put_entry(index: u64, name: &str, content: &str) -> typ::Entry {
-    let command = Command::Put {
+    let change = Change::WriteVersion {
         key: ConfigKey::new("t", "a", "e", name).expect("valid key"),
         format: Format::Text,
         content: content.as_bytes().to_vec(),
+        message: String::new(),
         expected_version: None,
+        checked_schema: None,
     };
+    let command = Command { origin: Origin { actor: "test".into(), request_id: format!("r{index}") }, change };
     openraft::Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(CommandBatch(vec![command])),
+        payload: EntryPayload::Normal(CommandBatch { time_ms: index, commands: vec![command] }),
     }
 }
 
@@ -36,12 +39,19 @@ fn namespace() -> Namespace {
 /// Every config in the test namespace: name, current version, content.
 fn dump(store: &Store) -> Vec<(String, u64, Vec<u8>)> {
     let mut out = Vec::new();
-    for (name, record) in store.list_configs(&namespace()).expect("list") {
-        let key = ConfigKey::new("t", "a", "e", &name).expect("valid key");
-        let (_, content) = store.get_config(&key).expect("get").expect("listed config exists");
-        out.push((name, record.current_version.unwrap_or(0), content));
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.list_configs(&namespace(), cursor.as_deref(), 1000).expect("list");
+        for (name, record) in page.items {
+            let key = ConfigKey::new("t", "a", "e", &name).expect("valid key");
+            let (_, content) = store.get_config(&key).expect("get").expect("listed config exists");
+            out.push((name, record.current_version.unwrap_or(0), content));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
     }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,123 +1,208 @@
-//! Client API v1 handlers: read, write, delete and list configurations.
+//! Config handlers: the head of a config (read, write a new version, delete, list a namespace),
+//! its version history (create, list, fetch, diff) and its JSON Schema. Every write parses the
+//! content with its format's real parser and checks it against the config's schema before it is
+//! proposed; `dry_run` stops right there and writes nothing.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
+use super::convert::{self, checksum};
 use super::problem::ApiError;
+use super::request::{self, ConfigPath, EnvPath, Params, RequestId};
 use super::ApiState;
-use crate::command::{Command, CommandResponse};
-use crate::model::{ConfigKey, Format, Namespace};
+use crate::command::{Change, Command, CommandResponse, Origin};
+use crate::model::{diff, ConfigKey, Format};
 use crate::wire;
 
-type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
-
-fn query(params: Params) -> Result<HashMap<String, String>, ApiError> {
-    params.map(|Query(q)| q).map_err(|e| ApiError::BadRequest { code: "invalid_query", detail: e.body_text() })
-}
-
-fn config_key(path: Result<Path<(String, String, String, String)>, PathRejection>) -> Result<ConfigKey, ApiError> {
-    let Path((tenant, app, env, name)) =
-        path.map_err(|e| ApiError::BadRequest { code: "invalid_path", detail: e.body_text() })?;
-    Ok(ConfigKey::new(&tenant, &app, &env, &name)?)
-}
-
-/// Linearizable unless the client asks for `?consistency=serializable`.
-async fn read_barrier(state: &ApiState, params: &HashMap<String, String>) -> Result<(), ApiError> {
-    match params.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Ok(state.service.linearize().await?),
-        Some("serializable") => Ok(()),
-        Some(other) => Err(ApiError::BadRequest {
-            code: "invalid_consistency",
-            detail: format!("consistency must be linearizable or serializable, got {other:?}"),
-        }),
+fn format_of(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<Format>, ApiError> {
+    if let Some(name) = params.get("format") {
+        return Ok(Some(Format::parse(name)?));
+    }
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
+        None => Ok(None),
+        Some(content_type) => Format::from_content_type(content_type)
+            .map(Some)
+            .ok_or_else(|| ApiError::UnsupportedMediaType(content_type.into())),
     }
 }
 
-/// Parses `If-Match: "7"` (quotes optional) into an expected version.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let text = value.to_str().unwrap_or("").trim();
-    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    bare.parse::<u64>().map(Some).map_err(|_| ApiError::BadRequest {
-        code: "invalid_if_match",
-        detail: format!("If-Match must be a version in quotes, like \"3\"; got {text:?}"),
+fn body_bytes(state: &ApiState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: state.max_body_bytes },
+        _ => ApiError::BadRequest { code: "invalid_body", detail: e.body_text() },
     })
 }
 
-fn format_of(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<Format, ApiError> {
-    if let Some(name) = params.get("format") {
-        return Ok(Format::parse(name)?);
-    }
-    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
-        None => Ok(Format::Text),
-        Some(content_type) => {
-            Format::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType(content_type.into()))
-        }
-    }
+/// A JSON request body, or a 400/413 that says what is wrong with it.
+pub fn json_body<T>(state: &ApiState, body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(value)| value).map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: state.max_body_bytes },
+        _ => ApiError::BadRequest { code: "invalid_json", detail: e.body_text() },
+    })
 }
 
-fn write_answer(response: CommandResponse, key: &ConfigKey, expected: Option<u64>) -> Result<Response, ApiError> {
-    match response {
-        CommandResponse::Written { version, revision } | CommandResponse::Deleted { version, revision } => {
-            let mut answer = Json(wire::WriteResult { version, revision }).into_response();
-            answer
-                .headers_mut()
-                .insert(header::ETAG, HeaderValue::from_str(&format!("\"{version}\"")).expect("digits"));
-            Ok(answer)
-        }
-        CommandResponse::NotFound => Err(ApiError::NotFound(format!("config {key}"))),
-        CommandResponse::VersionMismatch { current } => {
-            Err(ApiError::VersionMismatch { expected: expected.unwrap_or_default(), current })
-        }
-    }
+fn etag(value: String) -> HeaderValue {
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
+/// A new version as a request asked for it.
+struct VersionRequest {
+    key: ConfigKey,
+    /// `None`: the config's current format, else text.
+    format: Option<Format>,
+    content: Vec<u8>,
+    message: String,
+    expected_version: Option<u64>,
+    dry_run: bool,
+}
+
+/// How often a write is checked again when the config's schema changed under it.
+const SCHEMA_RETRIES: usize = 3;
+
+/// Parses, schema-checks and (unless `dry_run`) commits a new version.
+async fn write_version(state: &ApiState, origin: Origin, request: VersionRequest) -> Result<wire::WriteResult, ApiError> {
+    let service = &state.service;
+    for _ in 0..SCHEMA_RETRIES {
+        let record = service.store.config_record(&request.key)?;
+        let live = record.as_ref().filter(|r| r.current_version.is_some());
+        let format = request.format.or(live.map(|r| r.format)).unwrap_or(Format::Text);
+        let tree = format.parse_tree(&request.content)?;
+        let schema = service.schemas.for_config(&service.store, &request.key, record.as_ref())?;
+        if let Some((_, schema)) = &schema {
+            let tree = tree.as_ref().ok_or(ApiError::SchemaNeedsStructure)?;
+            let violations = schema.check(tree);
+            if !violations.is_empty() {
+                return Err(ApiError::SchemaViolation(violations));
+            }
+        }
+        let size = request.content.len() as u64;
+        let sum = checksum(&crate::store::checksum(&request.content));
+        if request.dry_run {
+            let current = live.and_then(|r| r.current_version);
+            if let Some(expected) = request.expected_version.filter(|e| Some(*e) != current) {
+                return Err(ApiError::VersionMismatch { expected, current });
+            }
+            let quotas = service.store.tenant(&request.key.tenant)?.map(|t| t.quotas).unwrap_or_default();
+            if size > quotas.max_config_bytes {
+                return Err(ApiError::ConfigTooLarge { size, limit: quotas.max_config_bytes });
+            }
+            let version = record.as_ref().map_or(0, |r| r.latest_version) + 1;
+            let revision = service.applied_index();
+            return Ok(wire::WriteResult { version, revision, checksum: Some(sum), size: Some(size), dry_run: true });
+        }
+        let change = Change::WriteVersion {
+            key: request.key.clone(),
+            format,
+            content: request.content.clone(),
+            message: request.message.clone(),
+            expected_version: request.expected_version,
+            checked_schema: schema.map(|(checksum, _)| checksum),
+        };
+        match service.write(Command { origin: origin.clone(), change }).await? {
+            CommandResponse::Written { version, revision } => {
+                return Ok(wire::WriteResult { version, revision, checksum: Some(sum), size: Some(size), dry_run: false })
+            }
+            // This node had not applied the schema change yet: catch up and check again.
+            CommandResponse::SchemaChanged => service.linearize().await?,
+            other => return Err(refused(&other, request.expected_version)),
+        }
+    }
+    Err(ApiError::SchemaChanged)
+}
+
+/// The error for a command answer that is not the success the handler expected.
+pub fn refused(response: &CommandResponse, if_match: Option<u64>) -> ApiError {
+    ApiError::from_refusal(response, if_match)
+        .unwrap_or_else(|| ApiError::Service(crate::service::Error::Storage(format!("unexpected answer {response:?}"))))
+}
+
+fn written(result: wire::WriteResult, status: StatusCode) -> Response {
+    let tag = etag(format!("\"{}\"", result.version));
+    let mut response = (status, Json(result)).into_response();
+    response.headers_mut().insert(header::ETAG, tag);
+    response
+}
+
+/// `PUT /api/v1/configs/{t}/{a}/{e}/{c}`: the raw body becomes the next version.
 pub async fn put(
     State(state): State<ApiState>,
-    path: Result<Path<(String, String, String, String)>, PathRejection>,
+    Extension(request_id): Extension<RequestId>,
+    path: ConfigPath,
     params: Params,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let key = config_key(path)?;
-    let params = query(params)?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: state.max_body_bytes },
-        _ => ApiError::BadRequest { code: "invalid_body", detail: e.body_text() },
-    })?;
-    let format = format_of(&params, &headers)?;
-    format.validate(&body)?;
-    let expected_version = if_match(&headers)?;
-    let command = Command::Put { key: key.clone(), format, content: body.to_vec(), expected_version };
-    write_answer(state.service.write(command).await?, &key, expected_version)
+    let key = request::config_key(path)?;
+    let params = request::query(params)?;
+    let body = body_bytes(&state, body)?;
+    let version = VersionRequest {
+        key,
+        format: format_of(&params, &headers)?,
+        content: body.to_vec(),
+        message: params.get("message").cloned().unwrap_or_default(),
+        expected_version: request::if_match_version(&headers)?,
+        dry_run: request::flag(&params, "dry_run")?,
+    };
+    let result = write_version(&state, request::origin(&request_id), version).await?;
+    Ok(written(result, StatusCode::OK))
+}
+
+/// `POST .../versions`: a new version from a JSON body `{content, format?, message?}`.
+pub async fn create_version(
+    State(state): State<ApiState>,
+    Extension(request_id): Extension<RequestId>,
+    path: ConfigPath,
+    params: Params,
+    headers: HeaderMap,
+    body: Result<Json<wire::NewVersion>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let key = request::config_key(path)?;
+    let params = request::query(params)?;
+    let body = json_body(&state, body)?;
+    let version = VersionRequest {
+        key,
+        format: body.format.as_deref().map(Format::parse).transpose()?,
+        content: body.content.into_bytes(),
+        message: body.message.unwrap_or_default(),
+        expected_version: request::if_match_version(&headers)?,
+        dry_run: request::flag(&params, "dry_run")?,
+    };
+    let result = write_version(&state, request::origin(&request_id), version).await?;
+    let status = if result.dry_run { StatusCode::OK } else { StatusCode::CREATED };
+    Ok(written(result, status))
 }
 
 pub async fn delete(
     State(state): State<ApiState>,
-    path: Result<Path<(String, String, String, String)>, PathRejection>,
+    Extension(request_id): Extension<RequestId>,
+    path: ConfigPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = config_key(path)?;
-    let expected_version = if_match(&headers)?;
-    let command = Command::Delete { key: key.clone(), expected_version };
-    write_answer(state.service.write(command).await?, &key, expected_version)
+    let key = request::config_key(path)?;
+    let expected_version = request::if_match_version(&headers)?;
+    let change = Change::DeleteConfig { key, expected_version };
+    match state.service.write(Command { origin: request::origin(&request_id), change }).await? {
+        CommandResponse::Deleted { version, revision } => {
+            let result = wire::WriteResult { version, revision, checksum: None, size: None, dry_run: false };
+            Ok(written(result, StatusCode::OK))
+        }
+        other => Err(refused(&other, expected_version)),
+    }
 }
 
-pub async fn get(
-    State(state): State<ApiState>,
-    path: Result<Path<(String, String, String, String)>, PathRejection>,
-    params: Params,
-) -> Result<Response, ApiError> {
-    let key = config_key(path)?;
-    let params = query(params)?;
-    read_barrier(&state, &params).await?;
-    let (record, content) = state.service.get(&key)?.ok_or_else(|| ApiError::NotFound(format!("config {key}")))?;
+/// `GET /api/v1/configs/{t}/{a}/{e}/{c}`: the head version's content, with its version in headers.
+pub async fn get(State(state): State<ApiState>, path: ConfigPath, params: Params) -> Result<Response, ApiError> {
+    let key = request::config_key(path)?;
+    let params = request::query(params)?;
+    request::read_fence(&state, &params).await?;
+    let (record, content) =
+        state.service.get(&key)?.ok_or_else(|| ApiError::NotFound(format!("config {key}")))?;
     let version = record.current_version.unwrap_or_default();
     let headers = [
         (header::CONTENT_TYPE, record.format.content_type().to_string()),
@@ -129,19 +214,15 @@ pub async fn get(
     Ok((headers, content).into_response())
 }
 
-pub async fn list(
-    State(state): State<ApiState>,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-    params: Params,
-) -> Result<Json<wire::ConfigList>, ApiError> {
-    let Path((tenant, app, env)) =
-        path.map_err(|e| ApiError::BadRequest { code: "invalid_path", detail: e.body_text() })?;
-    let namespace = Namespace::new(&tenant, &app, &env)?;
-    let params = query(params)?;
-    read_barrier(&state, &params).await?;
-    let configs = state
-        .service
-        .list(&namespace)?
+/// `GET /api/v1/configs/{t}/{a}/{e}`: a page of the live configs, by name.
+pub async fn list(State(state): State<ApiState>, path: EnvPath, params: Params) -> Result<Json<wire::ConfigList>, ApiError> {
+    let namespace = request::namespace(path)?;
+    let params = request::query(params)?;
+    let page = request::pagination(&params)?;
+    request::read_fence(&state, &params).await?;
+    let listed = state.service.store.list_configs(&namespace, page.name()?, page.limit)?;
+    let configs = listed
+        .items
         .into_iter()
         .map(|(name, record)| wire::ConfigSummary {
             name,
@@ -150,5 +231,124 @@ pub async fn list(
             revision: record.revision,
         })
         .collect();
-    Ok(Json(wire::ConfigList { configs, revision: state.service.applied_index() }))
+    Ok(Json(wire::ConfigList { configs, revision: state.service.applied_index(), next_cursor: listed.next }))
+}
+
+/// The config's record, also while deleted; 404 when it never existed.
+fn existing_record(state: &ApiState, key: &ConfigKey) -> Result<crate::model::ConfigRecord, ApiError> {
+    state.service.store.config_record(key)?.ok_or_else(|| ApiError::NotFound(format!("config {key}")))
+}
+
+/// `GET .../versions`: kept versions, newest first.
+pub async fn versions(
+    State(state): State<ApiState>,
+    path: ConfigPath,
+    params: Params,
+) -> Result<Json<wire::Page<wire::VersionInfo>>, ApiError> {
+    let key = request::config_key(path)?;
+    let params = request::query(params)?;
+    let page = request::pagination(&params)?;
+    request::read_fence(&state, &params).await?;
+    existing_record(&state, &key)?;
+    let listed = state.service.store.versions(&key, page.number()?, page.limit)?;
+    let items = listed.items.iter().map(convert::version_info).collect();
+    Ok(Json(wire::Page { items, next_cursor: listed.next, revision: state.service.applied_index() }))
+}
+
+fn version_with_content(state: &ApiState, key: &ConfigKey, version: u64) -> Result<wire::Version, ApiError> {
+    let missing = || ApiError::NotFound(format!("version {version} of config {key} (never written, or dropped by retention)"));
+    let meta = state.service.store.version_meta(key, version)?.ok_or_else(missing)?;
+    let content = state.service.store.version_content(key, version)?.ok_or_else(missing)?;
+    Ok(wire::Version { info: convert::version_info(&meta), content: String::from_utf8_lossy(&content).into_owned() })
+}
+
+type VersionPath = Result<Path<(String, String, String, String, u64)>, PathRejection>;
+
+/// `GET .../versions/{version}`: one version with its content.
+pub async fn version(State(state): State<ApiState>, path: VersionPath, params: Params) -> Result<Response, ApiError> {
+    let (tenant, app, env, name, number) = request::numbered(path)?;
+    let key = ConfigKey::new(&tenant, &app, &env, &name)?;
+    let params = request::query(params)?;
+    request::read_fence(&state, &params).await?;
+    let version = version_with_content(&state, &key, number)?;
+    let tag = etag(format!("\"{number}\""));
+    let mut response = Json(version).into_response();
+    response.headers_mut().insert(header::ETAG, tag);
+    Ok(response)
+}
+
+/// `GET .../diff?from=A&to=B`: unified text diff, plus path changes for structured formats.
+pub async fn diff(State(state): State<ApiState>, path: ConfigPath, params: Params) -> Result<Json<wire::Diff>, ApiError> {
+    let key = request::config_key(path)?;
+    let params = request::query(params)?;
+    let required = |name: &'static str| {
+        request::number(&params, name)?.ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_query",
+            detail: format!("{name} is required: diff?from=<version>&to=<version>"),
+        })
+    };
+    let (from, to) = (required("from")?, required("to")?);
+    request::read_fence(&state, &params).await?;
+    let old = version_with_content(&state, &key, from)?;
+    let new = version_with_content(&state, &key, to)?;
+    let unified = diff::unified(&old.content, &new.content, &format!("{key}@{from}"), &format!("{key}@{to}"));
+    let tree = |v: &wire::Version| {
+        Format::parse(&v.info.format).ok().and_then(|f| f.parse_tree(v.content.as_bytes()).ok().flatten())
+    };
+    let changes = tree(&old).zip(tree(&new)).map(|(a, b)| {
+        diff::paths(&a, &b)
+            .into_iter()
+            .map(|c| wire::PathChange { op: c.op.name().to_string(), path: c.path, old: c.old, new: c.new })
+            .collect()
+    });
+    Ok(Json(wire::Diff { from, to, unified, changes }))
+}
+
+/// `GET .../schema`: the JSON Schema new versions must satisfy.
+pub async fn get_schema(State(state): State<ApiState>, path: ConfigPath, params: Params) -> Result<Response, ApiError> {
+    let key = request::config_key(path)?;
+    let params = request::query(params)?;
+    request::read_fence(&state, &params).await?;
+    let record = existing_record(&state, &key)?;
+    let no_schema = || ApiError::NotFound(format!("schema of config {key}"));
+    let sum = record.schema_checksum.ok_or_else(no_schema)?;
+    let schema = state.service.store.schema(&key)?.ok_or_else(no_schema)?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/schema+json".to_string()),
+        (header::ETAG, format!("\"{}\"", checksum(&sum))),
+    ];
+    Ok((headers, schema).into_response())
+}
+
+/// `PUT .../schema`: sets the JSON Schema (draft 2020-12 unless `$schema` says otherwise).
+pub async fn put_schema(
+    State(state): State<ApiState>,
+    Extension(request_id): Extension<RequestId>,
+    path: ConfigPath,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<wire::Changed>, ApiError> {
+    let key = request::config_key(path)?;
+    let body = body_bytes(&state, body)?;
+    crate::model::schema::Schema::compile(&body)?;
+    let sum = crate::store::checksum(&body);
+    let change = Change::SetSchema { key, schema: Some(body.to_vec()), checksum: Some(sum) };
+    schema_change(&state, &request_id, change).await
+}
+
+/// `DELETE .../schema`: new versions are no longer checked against a schema.
+pub async fn delete_schema(
+    State(state): State<ApiState>,
+    Extension(request_id): Extension<RequestId>,
+    path: ConfigPath,
+) -> Result<Json<wire::Changed>, ApiError> {
+    let key = request::config_key(path)?;
+    existing_record(&state, &key)?;
+    schema_change(&state, &request_id, Change::SetSchema { key, schema: None, checksum: None }).await
+}
+
+async fn schema_change(state: &ApiState, request_id: &RequestId, change: Change) -> Result<Json<wire::Changed>, ApiError> {
+    match state.service.write(Command { origin: request::origin(request_id), change }).await? {
+        CommandResponse::Done { revision } => Ok(Json(wire::Changed { revision, created: None })),
+        other => Err(refused(&other, None)),
+    }
 }

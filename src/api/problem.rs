@@ -4,9 +4,15 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::command::CommandResponse;
+use crate::model::format::{ContentError, UnknownFormat};
+use crate::model::hierarchy::QuotaError;
+use crate::model::release::RuleError;
+use crate::model::schema::{SchemaError, Violation};
 use crate::model::ModelError;
 use crate::service;
-use crate::wire::Problem;
+use crate::store::StoreError;
+use crate::wire::{Problem, ProblemDetail};
 
 /// Everything a client or admin request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -14,17 +20,47 @@ pub enum ApiError {
     #[error(transparent)]
     Service(#[from] service::Error),
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Name(#[from] ModelError),
+    #[error(transparent)]
+    UnknownFormat(#[from] UnknownFormat),
+    #[error("{0}")]
+    Content(#[from] ContentError),
+    #[error("the content does not satisfy the config's JSON Schema ({} violation(s)); see errors", .0.len())]
+    SchemaViolation(Vec<Violation>),
+    #[error(transparent)]
+    InvalidSchema(#[from] SchemaError),
+    #[error("the config's format is text, which a JSON Schema cannot check; write json, yaml, toml or properties")]
+    SchemaNeedsStructure,
+    #[error("invalid rules: {0}")]
+    InvalidRules(String),
+    #[error("invalid labels or client id: {0}")]
+    InvalidLabels(RuleError),
+    #[error(transparent)]
+    InvalidQuota(#[from] QuotaError),
     #[error("{0} not found")]
     NotFound(String),
     #[error("version mismatch: If-Match named {expected}, current is {}", current.map_or("none".to_string(), |v| v.to_string()))]
     VersionMismatch { expected: u64, current: Option<u64> },
+    #[error("release conflict: If-Match named release {expected}, current is {}; read the release again and reapply your change", current.map_or("none".to_string(), |v| v.to_string()))]
+    ReleaseConflict { expected: u64, current: Option<u64> },
+    #[error("changing a release needs If-Match with the current release's ETag (GET .../release answers it, like \"r3\")")]
+    PreconditionRequired,
+    #[error("{0}")]
+    NotEmpty(String),
+    #[error("the config's schema changed while this write was being checked; retry")]
+    SchemaChanged,
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
     #[error("unsupported Content-Type {0:?}: send application/json, application/yaml, application/toml, text/x-java-properties or text/plain, or pass ?format=")]
     UnsupportedMediaType(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("content of {size} bytes is over the tenant's max_config_bytes quota of {limit} bytes")]
+    ConfigTooLarge { size: u64, limit: u64 },
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("this node had applied revision {applied}, not {wanted}, within {millis} ms; retry or ask another node")]
+    RevisionWaitTimeout { wanted: u64, applied: u64, millis: u64 },
     #[error("missing or wrong cluster token: send Authorization: Bearer <token>")]
     Unauthorized,
     #[error("no route for {0}")]
@@ -33,7 +69,33 @@ pub enum ApiError {
     MethodNotAllowed,
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Service(e.into())
+    }
+}
+
 impl ApiError {
+    /// The error a refused command stands for; `None` for the answers that are successes.
+    pub fn from_refusal(response: &CommandResponse, if_match: Option<u64>) -> Option<ApiError> {
+        let expected = if_match.unwrap_or_default();
+        Some(match response {
+            CommandResponse::Put { .. }
+            | CommandResponse::Done { .. }
+            | CommandResponse::Written { .. }
+            | CommandResponse::Deleted { .. }
+            | CommandResponse::Released { .. } => return None,
+            CommandResponse::NotFound { level, name } => ApiError::NotFound(format!("{} {name}", level.name())),
+            CommandResponse::VersionMismatch { current } => ApiError::VersionMismatch { expected, current: *current },
+            CommandResponse::ReleaseMismatch { current } => ApiError::ReleaseConflict { expected, current: *current },
+            CommandResponse::RulesInvalid { detail } => ApiError::InvalidRules(detail.clone()),
+            CommandResponse::SchemaChanged => ApiError::SchemaChanged,
+            CommandResponse::NotEmpty { detail } => ApiError::NotEmpty(detail.clone()),
+            CommandResponse::TooLarge { size, limit } => ApiError::ConfigTooLarge { size: *size, limit: *limit },
+            CommandResponse::QuotaExceeded { detail } => ApiError::QuotaExceeded(detail.clone()),
+        })
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         use service::Error as S;
         match self {
@@ -50,23 +112,43 @@ impl ApiError {
                 S::InvalidMembership(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_membership"),
                 S::MembershipInProgress => (StatusCode::CONFLICT, "membership_in_progress"),
             },
-            ApiError::Model(e) => match e {
-                ModelError::BadLength { .. } | ModelError::BadCharacters { .. } => {
-                    (StatusCode::BAD_REQUEST, "invalid_name")
-                }
-                ModelError::UnknownFormat(_) => (StatusCode::BAD_REQUEST, "unknown_format"),
-                ModelError::NotUtf8 { .. } | ModelError::InvalidJson { .. } => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_content")
-                }
-            },
+            ApiError::Name(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            ApiError::UnknownFormat(_) => (StatusCode::BAD_REQUEST, "unknown_format"),
+            ApiError::Content(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_content"),
+            ApiError::SchemaViolation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "schema_violation"),
+            ApiError::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema"),
+            ApiError::SchemaNeedsStructure => (StatusCode::UNPROCESSABLE_ENTITY, "schema_needs_structure"),
+            ApiError::InvalidRules(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"),
+            ApiError::InvalidLabels(_) => (StatusCode::BAD_REQUEST, "invalid_labels"),
+            ApiError::InvalidQuota(_) => (StatusCode::BAD_REQUEST, "invalid_quota"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+            ApiError::ReleaseConflict { .. } => (StatusCode::PRECONDITION_FAILED, "release_conflict"),
+            ApiError::PreconditionRequired => (StatusCode::PRECONDITION_REQUIRED, "precondition_required"),
+            ApiError::NotEmpty(_) => (StatusCode::CONFLICT, "not_empty"),
+            ApiError::SchemaChanged => (StatusCode::CONFLICT, "schema_changed"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::ConfigTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "config_too_large"),
+            ApiError::QuotaExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded"),
+            ApiError::RevisionWaitTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "revision_wait_timeout"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        }
+    }
+
+    /// The located errors this problem carries.
+    fn details(&self) -> Vec<ProblemDetail> {
+        let detail = |message: String| ProblemDetail { message, pointer: None, line: None, column: None };
+        match self {
+            ApiError::Content(e) => vec![ProblemDetail { line: e.line, column: e.column, ..detail(e.message.clone()) }],
+            ApiError::SchemaViolation(violations) => violations
+                .iter()
+                .map(|v| ProblemDetail { pointer: Some(v.pointer.clone()), ..detail(v.message.clone()) })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -86,6 +168,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             code: code.to_string(),
             detail,
+            errors: self.details(),
         };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();

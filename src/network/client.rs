@@ -125,19 +125,22 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, CommandBatch};
+    use crate::command::{Change, Command, CommandBatch, Origin};
     use crate::model::{ConfigKey, Format};
 
     fn entry_of(bytes: usize, index: u64) -> typ::Entry {
-        let command = Command::Put {
+        let change = Change::WriteVersion {
             key: ConfigKey::new("t", "a", "e", "n").unwrap(),
             format: Format::Text,
             content: vec![b'x'; bytes],
+            message: String::new(),
             expected_version: None,
+            checked_schema: None,
         };
+        let command = Command { origin: Origin { actor: "test".into(), request_id: "r".into() }, change };
         openraft::Entry {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(CommandBatch(vec![command])),
+            payload: openraft::EntryPayload::Normal(CommandBatch { time_ms: 0, commands: vec![command] }),
         }
     }
 

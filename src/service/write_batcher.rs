@@ -81,7 +81,12 @@ async fn propose(raft: &typ::Raft, batch: Vec<Pending>, give_up_after: Duration)
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let count = commands.len();
     crate::metrics::global().write_batch_commands.observe(count as f64);
-    let Ok(outcome) = tokio::time::timeout(give_up_after, raft.client_write(CommandBatch(commands))).await else {
+    // The leader's clock, stamped once into the entry: apply never reads a clock.
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let entry = CommandBatch { time_ms, commands };
+    let Ok(outcome) = tokio::time::timeout(give_up_after, raft.client_write(entry)).await else {
         let millis = give_up_after.as_millis() as u64;
         return answer_all(replies, Rejected::Failed(Error::Timeout { millis }));
     };

@@ -3,7 +3,6 @@
 //! read through one RocksDB snapshot, so their metadata and data always agree, and installed with
 //! one synced `WriteBatch` that replaces the whole state, so a crash leaves old or new, never a mix.
 
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -12,9 +11,9 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+use super::apply::{EntryApplier, Overlay};
 use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
-use crate::command::{Command, CommandBatch, CommandResponse};
-use crate::model::ConfigRecord;
+use crate::command::{CommandBatch, CommandResponse};
 use crate::types::{typ, TypeConfig};
 
 /// State machine handle; clones share the database.
@@ -56,56 +55,6 @@ impl StateMachineStore {
     fn current_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         let raw = self.db.get_cf(self.cf(CF_SNAPSHOT), keys::CURRENT_SNAPSHOT)?;
         raw.map(|r| decode("snapshot", &r)).transpose()
-    }
-
-    /// Applies one command against the batch, reading records through `records` so that later
-    /// commands in the same batch see earlier ones.
-    fn apply_command(
-        &self,
-        command: Command,
-        revision: u64,
-        batch: &mut WriteBatch,
-        records: &mut HashMap<Vec<u8>, Option<ConfigRecord>>,
-    ) -> Result<CommandResponse, StoreError> {
-        let key = match &command {
-            Command::Put { key, .. } | Command::Delete { key, .. } => key.clone(),
-        };
-        let record_key = keys::record(&key);
-        let record = match records.get(&record_key) {
-            Some(cached) => cached.clone(),
-            None => {
-                let raw = self.db.get_cf(self.cf(CF_SM_DATA), &record_key)?;
-                raw.map(|r| decode::<ConfigRecord>("config record", &r)).transpose()?
-            }
-        };
-        let current = record.as_ref().and_then(|r| r.current_version);
-        let expected = match &command {
-            Command::Put { expected_version, .. } | Command::Delete { expected_version, .. } => *expected_version,
-        };
-        if let Some(expected) = expected {
-            if current != Some(expected) {
-                return Ok(CommandResponse::VersionMismatch { current });
-            }
-        }
-        let (new_record, response) = match command {
-            Command::Put { format, content, .. } => {
-                let version = record.as_ref().map_or(0, |r| r.latest_version) + 1;
-                batch.put_cf(self.cf(CF_SM_DATA), keys::version(&key, version), content);
-                let new_record =
-                    ConfigRecord { format, current_version: Some(version), latest_version: version, revision };
-                (new_record, CommandResponse::Written { version, revision })
-            }
-            Command::Delete { .. } => {
-                let (Some(record), Some(version)) = (record, current) else {
-                    return Ok(CommandResponse::NotFound);
-                };
-                let new_record = ConfigRecord { current_version: None, revision, ..record };
-                (new_record, CommandResponse::Deleted { version, revision })
-            }
-        };
-        batch.put_cf(self.cf(CF_SM_DATA), &record_key, encode(&new_record));
-        records.insert(record_key, Some(new_record));
-        Ok(response)
     }
 
     /// Replaces the whole state with a snapshot's, atomically and durably.
@@ -204,28 +153,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = typ::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        let mut records = HashMap::new();
+        let mut overlay = Overlay::new(&self.db);
         let mut responses = Vec::new();
         let mut last_applied = None;
         for entry in entries {
             last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(CommandBatch(commands)) => commands
-                    .into_iter()
-                    .map(|command| self.apply_command(command, entry.log_id.index, &mut batch, &mut records))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?,
+                EntryPayload::Normal(CommandBatch { time_ms, commands }) => {
+                    let mut applier = EntryApplier::new(&mut overlay, entry.log_id.index, time_ms);
+                    commands
+                        .into_iter()
+                        .map(|command| applier.apply(command))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?
+                }
                 EntryPayload::Membership(membership) => {
                     let stored = typ::StoredMembership::new(Some(entry.log_id), membership);
-                    batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&stored));
+                    overlay.batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&stored));
                     Vec::new()
                 }
             };
             responses.push(response);
         }
         if last_applied.is_some() {
+            let mut batch = overlay.batch;
             batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&last_applied));
             self.db.write(batch).map_err(write_err)?;
         }

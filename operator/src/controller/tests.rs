@@ -70,6 +70,7 @@ fn problem(status: u16, code: &str) -> ClientError {
         status,
         code: code.into(),
         detail: code.into(),
+        errors: Vec::new(),
     })
 }
 

@@ -1,0 +1,380 @@
+//! Content formats of a configuration (json, yaml, toml, properties, text): their names and media types,
+//! and real parsing of stored bytes into a JSON tree, with errors that point at the line and column to fix.
+
+use serde::Deserialize as _;
+use serde_json::Value;
+// serde_norway over serde_yaml_ng: both are forks of serde_yaml with the same API and error locations, but
+// serde_yaml_ng still sits on the archived `unsafe-libyaml`, while serde_norway uses `unsafe-libyaml-norway`,
+// a maintained fork of the libyaml port that receives fixes.
+use serde_norway::Value as Yaml;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Yaml,
+    Toml,
+    Properties,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: use one of json, yaml, toml, properties, text")]
+pub struct UnknownFormat(pub String);
+
+/// Content that does not parse as its format. `line` and `column` are 1-based; the column counts characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}{}", location_suffix(.line, .column))]
+pub struct ContentError {
+    pub format: Format,
+    pub message: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// " at line L, column C" (or " at line L"), or nothing when the line is unknown.
+pub(super) fn location_suffix(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (*line, *column) {
+        (Some(line), Some(column)) => format!(" at line {line}, column {column}"),
+        (Some(line), None) => format!(" at line {line}"),
+        _ => String::new(),
+    }
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [Format::Json, Format::Yaml, Format::Toml, Format::Properties, Format::Text];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Yaml => "yaml",
+            Format::Toml => "toml",
+            Format::Properties => "properties",
+            Format::Text => "text",
+        }
+    }
+
+    /// Case-insensitive inverse of [`Format::name`].
+    pub fn parse(name: &str) -> Result<Format, UnknownFormat> {
+        Format::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name)).ok_or_else(|| UnknownFormat(name.into()))
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Yaml => "application/yaml",
+            Format::Toml => "application/toml",
+            Format::Properties => "text/x-java-properties",
+            Format::Text => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// The format of a media type; parameters after `;` are ignored.
+    pub fn from_content_type(ct: &str) -> Option<Format> {
+        let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Some(Format::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" => Some(Format::Yaml),
+            "application/toml" => Some(Format::Toml),
+            "text/x-java-properties" => Some(Format::Properties),
+            "text/plain" => Some(Format::Text),
+            _ => None,
+        }
+    }
+
+    /// Whether the content has a tree (all but text).
+    pub fn is_structured(self) -> bool {
+        self != Format::Text
+    }
+
+    /// Parses content with a real parser for the format. Ok(Some(tree)) = the content as a JSON tree
+    /// for structured formats; Ok(None) for text (which only has to be UTF-8).
+    pub fn parse_tree(self, content: &[u8]) -> Result<Option<Value>, ContentError> {
+        let text = std::str::from_utf8(content).map_err(|e| {
+            let valid = content.get(..e.valid_up_to()).and_then(|p| std::str::from_utf8(p).ok()).unwrap_or_default();
+            let (line, column) = line_column(valid, valid.len());
+            self.error("content is not valid UTF-8: re-encode it as UTF-8".into(), Some(line), Some(column))
+        })?;
+        // Editors on Windows may save a byte order mark; it is invisible, so columns are counted without it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        match self {
+            Format::Json => parse_json(text).map(Some),
+            Format::Yaml => parse_yaml(text).map(Some),
+            Format::Toml => parse_toml(text).map(Some),
+            Format::Properties => parse_properties(text).map(Some),
+            Format::Text => Ok(None),
+        }
+    }
+
+    fn error(self, message: String, line: Option<usize>, column: Option<usize>) -> ContentError {
+        ContentError { format: self, message, line, column }
+    }
+}
+
+/// 1-based line and character column of byte `offset` in `text` (clamped to the text).
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let last_line = before.rsplit('\n').next().unwrap_or_default();
+    (before.matches('\n').count() + 1, last_line.chars().count() + 1)
+}
+
+fn pointer_push(pointer: &str, token: &str) -> String {
+    format!("{pointer}/{}", token.replace('~', "~0").replace('/', "~1"))
+}
+
+type Tree = Result<Value, ContentError>;
+
+fn array<T>(items: Vec<T>, pointer: &str, each: fn(T, &str) -> Tree) -> Tree {
+    let items = items.into_iter().enumerate().map(|(i, item)| each(item, &format!("{pointer}/{i}")));
+    Ok(Value::Array(items.collect::<Result<_, _>>()?))
+}
+
+fn non_finite(format: Format, number: &dyn std::fmt::Display, pointer: &str) -> ContentError {
+    let (number, at) = (number.to_string().to_lowercase(), if pointer.is_empty() { "the root" } else { pointer });
+    format.error(format!("{number} at {at} is not representable in JSON: use a finite number or quote it"), None, None)
+}
+
+fn parse_json(text: &str) -> Tree {
+    serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string().replace(&format!(" at line {} column {}", e.line(), e.column()), "");
+        let (line, column) = (e.line() > 0).then(|| (e.line(), e.column())).unzip();
+        Format::Json.error(format!("invalid JSON: {message}"), line, column)
+    })
+}
+
+fn yaml_error(e: &serde_norway::Error) -> ContentError {
+    let message = e.to_string();
+    let Some(at) = e.location() else { return Format::Yaml.error(format!("invalid YAML: {message}"), None, None) };
+    let mut message = message.replacen(&format!(" at line {} column {}", at.line(), at.column()), "", 1);
+    // libyaml adds its (fixed-text) context as ", while parsing X at line L column C": say what that position is.
+    if let Some((problem, context)) = message.split_once(", while ") {
+        let context = context.replacen(" at line ", " that started at line ", 1).replacen(" column ", ", column ", 1);
+        message = format!("{problem}, while {context}");
+    }
+    Format::Yaml.error(format!("invalid YAML: {message}"), Some(at.line()), Some(at.column()))
+}
+
+/// Accepts nothing, so the error it causes carries the position where a document's first node starts.
+struct Locate;
+impl serde::de::Visitor<'_> for Locate {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("nothing")
+    }
+}
+
+fn parse_yaml(text: &str) -> Tree {
+    let mut documents = serde_norway::Deserializer::from_str(text);
+    let Some(first) = documents.next() else { return Ok(Value::Null) };
+    let mut yaml = Yaml::deserialize(first).map_err(|e| yaml_error(&e))?;
+    if let Some(second) = documents.next() {
+        let at = serde::Deserializer::deserialize_any(second, Locate).err().and_then(|e| e.location());
+        let message = "content has more than one YAML document: keep exactly one, remove the second `---` document";
+        return Err(Format::Yaml.error(message.into(), at.as_ref().map(|l| l.line()), at.map(|l| l.column())));
+    }
+    yaml.apply_merge().map_err(|e| yaml_error(&e))?;
+    yaml_to_json(yaml, "")
+}
+
+fn yaml_to_json(yaml: Yaml, pointer: &str) -> Tree {
+    Ok(match yaml {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(b),
+        Yaml::Number(n) if n.is_nan() || n.is_infinite() => return Err(non_finite(Format::Yaml, &n, pointer)),
+        Yaml::Number(n) => serde_json::to_value(n).unwrap_or_default(),
+        Yaml::String(s) => Value::String(s),
+        Yaml::Sequence(items) => array(items, pointer, yaml_to_json)?,
+        Yaml::Mapping(mapping) => {
+            let entries = mapping.into_iter().map(|(key, value)| {
+                let key = yaml_key(key, pointer)?;
+                yaml_to_json(value, &pointer_push(pointer, &key)).map(|value| (key, value))
+            });
+            Value::Object(entries.collect::<Result<_, _>>()?)
+        }
+        Yaml::Tagged(tagged) => yaml_to_json(tagged.value, pointer)?,
+    })
+}
+
+/// The string form of a mapping key: a string as it is, anything else as compact JSON (`1`, `true`, `null`, `[1]`).
+fn yaml_key(key: Yaml, pointer: &str) -> Result<String, ContentError> {
+    Ok(match yaml_to_json(key, pointer)? {
+        Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+fn parse_toml(text: &str) -> Tree {
+    let table = text.parse::<toml::Table>().map_err(|e| {
+        let (line, column) = e.span().map(|span| line_column(text, span.start)).unzip();
+        Format::Toml.error(format!("invalid TOML: {}", e.message().trim().replace('\n', "; ")), line, column)
+    })?;
+    toml_to_json(toml::Value::Table(table), "")
+}
+
+fn toml_to_json(toml: toml::Value, pointer: &str) -> Tree {
+    Ok(match toml {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => i.into(),
+        toml::Value::Float(f) if !f.is_finite() => return Err(non_finite(Format::Toml, &f, pointer)),
+        toml::Value::Float(f) => f.into(),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => array(items, pointer, toml_to_json)?,
+        toml::Value::Table(table) => {
+            let entries = table.into_iter().map(|(k, v)| toml_to_json(v, &pointer_push(pointer, &k)).map(|v| (k, v)));
+            Value::Object(entries.collect::<Result<_, _>>()?)
+        }
+    })
+}
+
+fn parse_properties(text: &str) -> Tree {
+    let mut object = serde_json::Map::new();
+    java_properties::PropertiesIter::new_with_encoding(text.as_bytes(), encoding_rs::UTF_8)
+        .read_into(|key, value| {
+            object.insert(key, Value::String(value));
+        })
+        .map_err(|e| {
+            // Reading a byte slice only fails on a malformed \uXXXX escape. The crate's Display appends
+            // " (line_number = N)"; keep what precedes it.
+            let shown = e.to_string();
+            let what = shown.split(" (line_number").next().unwrap_or_default().trim_end_matches('.').to_lowercase();
+            let message = format!("invalid properties: {what}: write \\u followed by exactly four hex digits");
+            Format::Properties.error(message, e.line_number(), None)
+        })?;
+    Ok(Value::Object(object))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tree(format: Format, content: &str) -> Value {
+        format.parse_tree(content.as_bytes()).unwrap().unwrap()
+    }
+
+    fn error(format: Format, content: &[u8]) -> ContentError {
+        format.parse_tree(content).unwrap_err()
+    }
+
+    #[test]
+    fn names_content_types_and_parse_round_trip_for_every_format() {
+        for format in Format::ALL {
+            assert_eq!(Format::parse(&format.name().to_uppercase()), Ok(format));
+            assert_eq!(Format::from_content_type(format.content_type()), Some(format));
+            assert_eq!(format.is_structured(), format != Format::Text);
+        }
+        let err = Format::parse("xml").unwrap_err();
+        assert_eq!(err.to_string(), "unknown format \"xml\": use one of json, yaml, toml, properties, text");
+        assert_eq!(Format::from_content_type(" Application/X-YAML ; charset=utf-8"), Some(Format::Yaml));
+        assert_eq!(Format::from_content_type("text/yaml"), Some(Format::Yaml));
+        assert_eq!(Format::from_content_type("application/xml"), None);
+        assert_eq!(serde_json::to_string(&Format::Properties).unwrap(), "\"properties\"");
+    }
+
+    #[test]
+    fn content_must_be_utf8_in_every_format_and_errors_point_at_the_first_bad_byte() {
+        for format in Format::ALL {
+            let err = error(format, b"a: 1\nb: \"\xc3\xa9\xff\"");
+            assert_eq!((err.format, err.line, err.column), (format, Some(2), Some(6)), "{format:?}");
+            assert_eq!(err.to_string(), "content is not valid UTF-8: re-encode it as UTF-8 at line 2, column 6");
+        }
+        assert_eq!(Format::Text.parse_tree("{not json".as_bytes()), Ok(None));
+        // A leading byte order mark is ignored, and not counted in columns.
+        assert_eq!(tree(Format::Toml, "\u{feff}a = 1"), json!({"a": 1}));
+        assert_eq!(error(Format::Json, "\u{feff}{,}".as_bytes()).column, Some(2));
+    }
+
+    #[test]
+    fn deeply_nested_content_is_an_error_not_a_stack_overflow() {
+        let deep = format!("a = {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for (format, content) in [(Format::Json, &deep[4..]), (Format::Yaml, &deep[4..]), (Format::Toml, &deep)] {
+            let err = error(format, content.as_bytes());
+            assert!(err.message.contains("recurs"), "{format:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn json_parses_to_its_tree_and_errors_carry_serde_json_positions() {
+        assert_eq!(tree(Format::Json, r#"{"a": [1, 2.5, null]}"#), json!({"a": [1, 2.5, null]}));
+        let err = error(Format::Json, b"{\n  \"a\": 1,\n  \"b\" 2\n}");
+        assert_eq!((err.line, err.column), (Some(3), Some(7)));
+        assert_eq!(err.to_string(), "invalid JSON: expected `:` at line 3, column 7");
+    }
+
+    #[test]
+    fn yaml_converts_keys_tags_anchors_and_merges_into_a_json_tree() {
+        let yaml =
+            "base: &b {host: db, port: 5432}\nprod:\n  <<: *b\n  port: 6432\n1: one\ntrue: yes\n~: nothing\n2.5: f\n\
+                    tagged: !secret hunter2\nlist: [1, -2, 2.5]\n? [a, 1]\n: x\n";
+        let expected = json!({
+            "base": {"host": "db", "port": 5432}, "prod": {"host": "db", "port": 6432}, "1": "one",
+            "true": "yes", "null": "nothing", "2.5": "f", "tagged": "hunter2", "list": [1, -2, 2.5], "[\"a\",1]": "x",
+        });
+        assert_eq!(tree(Format::Yaml, yaml), expected);
+    }
+
+    #[test]
+    fn yaml_must_be_one_document_where_an_empty_one_is_null_and_a_second_is_refused_naming_its_line() {
+        assert_eq!(tree(Format::Yaml, ""), Value::Null);
+        assert_eq!(tree(Format::Yaml, "# only a comment\n"), Value::Null);
+        assert_eq!(tree(Format::Yaml, "---\na: 1\n...\n"), json!({"a": 1}));
+        let err = error(Format::Yaml, b"a: 1\nb: 2\n---\nc: 3\n");
+        assert_eq!((err.line, err.message.contains("more than one YAML document")), (Some(4), true), "{err}");
+        assert_eq!(error(Format::Yaml, b"a: 1\n--- x\n").line, Some(2));
+    }
+
+    #[test]
+    fn yaml_syntax_errors_and_duplicate_keys_carry_their_position() {
+        let err = error(Format::Yaml, b"a: 1\nb: [1, 2\nc: 3\n").to_string();
+        let expected = "invalid YAML: did not find expected ',' or ']', while parsing a flow sequence that started at \
+                        line 2, column 4 at line 3, column 2";
+        assert_eq!(err, expected);
+        // serde_norway points a duplicate key at the start of its mapping, not at the second key.
+        let err = error(Format::Yaml, b"x: 0\nm:\n  a: 1\n  a: 2\n");
+        assert_eq!(err.to_string(), "invalid YAML: m: duplicate entry with key \"a\" at line 3, column 3");
+    }
+
+    #[test]
+    fn yaml_and_toml_non_finite_floats_are_refused_naming_them() {
+        let err = error(Format::Yaml, b"limits:\n  max: .inf\n").message;
+        assert_eq!(err, ".inf at /limits/max is not representable in JSON: use a finite number or quote it");
+        assert!(error(Format::Yaml, b"- .nan\n").message.starts_with(".nan at /0 "));
+        assert_eq!(tree(Format::Yaml, "max: '.inf'\n"), json!({"max": ".inf"}));
+        assert!(error(Format::Toml, b"[a]\nb = -inf\n").message.starts_with("-inf at /a/b "));
+        assert!(error(Format::Toml, b"x = nan\n").message.starts_with("nan at /x "));
+    }
+
+    #[test]
+    fn toml_parses_tables_arrays_and_datetimes_as_rfc3339_strings_and_errors_carry_their_position() {
+        let toml = "title = \"x\"\n[db]\npool = 5\nratio = 0.5\non = true\nat = 1979-05-27 07:32:00-08:00\n\
+                    day = 1979-05-27\n[[servers]]\nport = 80\n[[servers]]\nport = 81\n";
+        let expected = json!({
+            "title": "x",
+            "db": {"pool": 5, "ratio": 0.5, "on": true, "at": "1979-05-27T07:32:00-08:00", "day": "1979-05-27"},
+            "servers": [{"port": 80}, {"port": 81}],
+        });
+        assert_eq!(tree(Format::Toml, toml), expected);
+        assert_eq!(tree(Format::Toml, ""), json!({}));
+        // Errors carry the line and column of the start of the error's byte span.
+        let err = error(Format::Toml, "a = 1\n# é\nb = \"é\" x\n".as_bytes());
+        assert_eq!((err.line, err.column), (Some(3), Some(9)), "{err}");
+        assert!(err.message.starts_with("invalid TOML: "), "{err}");
+        assert_eq!(error(Format::Toml, b"a = 1\na = 2\n").line, Some(2));
+    }
+
+    #[test]
+    fn properties_parse_flat_with_verbatim_keys_and_later_duplicates_winning_and_bad_escapes_name_their_line() {
+        let props = "# c\ndb.pool = 5\ndb.pool=6\nname: caf\\u00e9 \\\n    au lait\nurl https://x/y\nutf8=é\nempty\n";
+        let expected = json!({"db.pool": "6", "name": "café au lait", "url": "https://x/y", "utf8": "é", "empty": ""});
+        assert_eq!(tree(Format::Properties, props), expected);
+        assert_eq!(tree(Format::Properties, ""), json!({}));
+        // A malformed escape is refused at the line the parser reports.
+        let err = error(Format::Properties, b"a=1\n\nb=\\uZZZZ\n");
+        assert_eq!((err.line, err.column), (Some(3), None));
+        let expected =
+            "invalid properties: malformed \\uxxxx encoding: not hex: write \\u followed by exactly four hex \
+                        digits at line 3";
+        assert_eq!(err.to_string(), expected);
+    }
+}
