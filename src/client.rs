@@ -1,5 +1,18 @@
-//! Typed HTTP client for the client and admin APIs, used by the CLI, the tests and benchmarks.
+//! Typed HTTP client for the client and admin APIs, used by the CLI, the tests, benchmarks and
+//! the operator. Every call returns the `wire` types the node answers with; a node's
+//! problem+json answer becomes [`ClientError::Problem`].
+//!
+//! The methods are split by area: configs and the admin API here, then `client/history.rs`
+//! (versions, diffs, schemas), `client/releases.rs` (releases and resolve) and
+//! `client/hierarchy.rs` (tenants, apps, envs, the audit log). The options types they take are
+//! all declared here.
 
+mod hierarchy;
+mod history;
+mod releases;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use reqwest::{header, Method, StatusCode};
@@ -12,9 +25,13 @@ pub enum ClientError {
     #[error("request failed: {0}")]
     Http(#[from] reqwest::Error),
     #[error("{} ({}, HTTP {})", .0.detail, .0.code, .0.status)]
-    Problem(wire::Problem),
+    Problem(Box<wire::Problem>),
     #[error("unexpected HTTP {status}: {body}")]
     Unexpected { status: u16, body: String },
+    /// A name that cannot travel as one URL path segment (empty, `.` or `..`); the node would
+    /// refuse it anyway, since names are `[A-Za-z0-9._-]` and never start with a dot.
+    #[error("{0:?} is not a valid name")]
+    InvalidName(String),
 }
 
 impl ClientError {
@@ -24,6 +41,11 @@ impl ClientError {
             ClientError::Problem(p) => Some(&p.code),
             _ => None,
         }
+    }
+
+    /// Whether the node answered that the resource does not exist (code `not_found`).
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some("not_found")
     }
 }
 
@@ -36,11 +58,100 @@ pub struct FetchedConfig {
     pub content_type: String,
 }
 
-/// Options for a write.
+/// Options for a write through [`Client::put`].
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions<'a> {
+    /// json, yaml, toml, properties or text; `None`: the config's current format, else text.
     pub format: Option<&'a str>,
+    /// Only write if this version is the current one.
     pub if_match: Option<u64>,
+}
+
+/// Every option of a raw-body write ([`Client::write`]): [`PutOptions`] plus a message and a
+/// dry run.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions<'a> {
+    /// json, yaml, toml, properties or text; `None`: the config's current format, else text.
+    pub format: Option<&'a str>,
+    /// Only write if this version is the current one.
+    pub if_match: Option<u64>,
+    /// Recorded with the version and shown in its history.
+    pub message: Option<&'a str>,
+    /// Check everything (format, schema, quotas, `if_match`) and write nothing; the answer says
+    /// which version the write would have created.
+    pub dry_run: bool,
+}
+
+impl<'a> From<PutOptions<'a>> for WriteOptions<'a> {
+    fn from(options: PutOptions<'a>) -> Self {
+        WriteOptions { format: options.format, if_match: options.if_match, ..WriteOptions::default() }
+    }
+}
+
+/// Options of [`Client::create_version`] (the message and format travel in the body).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateOptions {
+    /// Only write if this version is the current one.
+    pub if_match: Option<u64>,
+    /// Check everything and write nothing.
+    pub dry_run: bool,
+}
+
+/// Which page of a listing to fetch: at most `limit` items (the node's default is 100, its
+/// maximum 1000), starting after `cursor` (the previous page's `next_cursor`).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// Who is asking in [`Client::resolve`], and how fresh the answer must be.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    /// The client's labels, matched against the release's rules.
+    pub labels: BTreeMap<String, String>,
+    /// A stable id of the client, which percent rules hash; without one no percent rule matches.
+    pub client_id: Option<String>,
+    /// Wait until the node has applied this revision (the `revision` of an earlier answer).
+    pub min_revision: Option<u64>,
+    /// Answer from the node's local state, without a linearizable read.
+    pub serializable: bool,
+    /// The ETag of an earlier answer (with or without quotes): when it is still current the node
+    /// answers 304 and the result is [`Resolution::NotModified`].
+    pub if_none_match: Option<String>,
+}
+
+/// What [`Client::resolve`] got back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// What the client receives now, and the ETag to send as `if_none_match` next time.
+    Content { resolved: wire::Resolved, etag: Option<String> },
+    /// 304: the ETag sent as `if_none_match` is still current.
+    NotModified { etag: String, revision: Option<u64> },
+}
+
+impl Resolution {
+    /// The ETag of the current answer, as the node sent it (quotes included).
+    pub fn etag(&self) -> Option<&str> {
+        match self {
+            Resolution::Content { etag, .. } => etag.as_deref(),
+            Resolution::NotModified { etag, .. } => Some(etag),
+        }
+    }
+}
+
+/// Filters of [`Client::audit`]; `None` does not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    /// An action name such as `config.write` or `release.publish`.
+    pub action: Option<String>,
+    /// A resource path (`app`, `app/env`, `app/env/config`): it and everything under it.
+    pub resource: Option<String>,
+    /// Records at or after this time (milliseconds since the Unix epoch).
+    pub from_ms: Option<u64>,
+    /// Records before this time (milliseconds since the Unix epoch).
+    pub to_ms: Option<u64>,
 }
 
 /// Client for one node's endpoint. Cheap to clone.
@@ -51,7 +162,40 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// One name as a URL path segment: every byte outside `[A-Za-z0-9._~-]` percent-encoded.
+fn segment(name: &str) -> Result<String, ClientError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(ClientError::InvalidName(name.to_string()));
+    }
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    Ok(encoded)
+}
+
+/// Names joined by `/`, each encoded by [`segment`].
+fn segments(names: &[&str]) -> Result<String, ClientError> {
+    Ok(names.iter().map(|name| segment(name)).collect::<Result<Vec<_>, _>>()?.join("/"))
+}
+
+/// `/api/v1/configs/{tenant}/{app}/{env}/{name}` followed by `tail`.
+fn config_path(key: [&str; 4], tail: &str) -> Result<String, ClientError> {
+    Ok(format!("/api/v1/configs/{}{tail}", segments(&key)?))
+}
+
+/// The value of an `If-Match` naming a release.
+fn release_tag(number: u64) -> String {
+    format!("\"r{number}\"")
+}
+
 impl Client {
+    /// A client of the node at `endpoint` (e.g. `http://127.0.0.1:7000`); `token` is sent as a
+    /// bearer token (the admin API needs the cluster token).
     pub fn new(endpoint: &str, token: Option<String>) -> Client {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -76,7 +220,7 @@ impl Client {
         let status = response.status().as_u16();
         let body = response.text().await?;
         Err(match serde_json::from_str::<wire::Problem>(&body) {
-            Ok(problem) => ClientError::Problem(problem),
+            Ok(problem) => ClientError::Problem(Box::new(problem)),
             Err(_) => ClientError::Unexpected { status, body },
         })
     }
@@ -85,8 +229,16 @@ impl Client {
         Ok(Self::check(builder.send().await?).await?.json().await?)
     }
 
-    fn config_path(tenant: &str, app: &str, env: &str, name: &str) -> String {
-        format!("/api/v1/configs/{tenant}/{app}/{env}/{name}")
+    /// Adds `?limit=` and `?cursor=` when set.
+    fn paged(builder: reqwest::RequestBuilder, page: &Page) -> reqwest::RequestBuilder {
+        let builder = match page.limit {
+            Some(limit) => builder.query(&[("limit", limit)]),
+            None => builder,
+        };
+        match &page.cursor {
+            Some(cursor) => builder.query(&[("cursor", cursor)]),
+            None => builder,
+        }
     }
 
     /// Writes a new version; `key` is `[tenant, app, env, name]`.
@@ -96,9 +248,25 @@ impl Client {
         content: Vec<u8>,
         options: PutOptions<'_>,
     ) -> Result<wire::WriteResult, ClientError> {
-        let mut builder = self.request(Method::PUT, &Self::config_path(key[0], key[1], key[2], key[3])).body(content);
+        self.write(key, content, options.into()).await
+    }
+
+    /// Writes a new version (`PUT` with the raw content), with a message or as a dry run.
+    pub async fn write(
+        &self,
+        key: [&str; 4],
+        content: Vec<u8>,
+        options: WriteOptions<'_>,
+    ) -> Result<wire::WriteResult, ClientError> {
+        let mut builder = self.request(Method::PUT, &config_path(key, "")?).body(content);
         if let Some(format) = options.format {
             builder = builder.query(&[("format", format)]);
+        }
+        if let Some(message) = options.message {
+            builder = builder.query(&[("message", message)]);
+        }
+        if options.dry_run {
+            builder = builder.query(&[("dry_run", "true")]);
         }
         if let Some(version) = options.if_match {
             builder = builder.header(header::IF_MATCH, format!("\"{version}\""));
@@ -108,7 +276,7 @@ impl Client {
 
     /// Reads the current version; `None` when absent. `serializable` reads the node's local state.
     pub async fn get(&self, key: [&str; 4], serializable: bool) -> Result<Option<FetchedConfig>, ClientError> {
-        let mut builder = self.request(Method::GET, &Self::config_path(key[0], key[1], key[2], key[3]));
+        let mut builder = self.request(Method::GET, &config_path(key, "")?);
         if serializable {
             builder = builder.query(&[("consistency", "serializable")]);
         }
@@ -117,7 +285,7 @@ impl Client {
             let body = response.text().await?;
             return match serde_json::from_str::<wire::Problem>(&body) {
                 Ok(p) if p.code == "not_found" => Ok(None),
-                Ok(p) => Err(ClientError::Problem(p)),
+                Ok(p) => Err(ClientError::Problem(Box::new(p))),
                 Err(_) => Err(ClientError::Unexpected { status: 404, body }),
             };
         }
@@ -132,22 +300,34 @@ impl Client {
         Ok(Some(FetchedConfig { content, version, revision, content_type }))
     }
 
+    /// Deletes a configuration (its history stays readable); `if_match` names the version
+    /// expected current.
     pub async fn delete(&self, key: [&str; 4], if_match: Option<u64>) -> Result<wire::WriteResult, ClientError> {
-        let mut builder = self.request(Method::DELETE, &Self::config_path(key[0], key[1], key[2], key[3]));
+        let mut builder = self.request(Method::DELETE, &config_path(key, "")?);
         if let Some(version) = if_match {
             builder = builder.header(header::IF_MATCH, format!("\"{version}\""));
         }
         Self::json(builder).await
     }
 
+    /// The first page (up to 100) of the live configs in `tenant/app/env`; see
+    /// [`Client::list_configs`] for the others.
     pub async fn list(&self, tenant: &str, app: &str, env: &str) -> Result<wire::ConfigList, ClientError> {
-        Self::json(self.request(Method::GET, &format!("/api/v1/configs/{tenant}/{app}/{env}"))).await
+        self.list_configs([tenant, app, env], &Page::default()).await
     }
 
+    /// One page of the live configs in `[tenant, app, env]`, by name.
+    pub async fn list_configs(&self, env: [&str; 3], page: &Page) -> Result<wire::ConfigList, ClientError> {
+        let path = format!("/api/v1/configs/{}", segments(&env)?);
+        Self::json(Self::paged(self.request(Method::GET, &path), page)).await
+    }
+
+    /// This node's view of the cluster (admin API).
     pub async fn status(&self) -> Result<wire::ClusterStatus, ClientError> {
         Self::json(self.request(Method::GET, "/admin/status")).await
     }
 
+    /// Makes an uninitialized node the single voter of a new cluster (admin API).
     pub async fn init(&self) -> Result<wire::InitResult, ClientError> {
         Self::json(self.request(Method::POST, "/admin/init")).await
     }
@@ -168,10 +348,12 @@ impl Client {
         Self::json(builder).await
     }
 
+    /// Replaces the voter set; every id must already be a member (admin API).
     pub async fn set_voters(&self, voters: Vec<NodeId>) -> Result<wire::Membership, ClientError> {
         Self::json(self.request(Method::PUT, "/admin/voters").json(&wire::SetVoters { voters })).await
     }
 
+    /// Removes a learner or a voter (admin API).
     pub async fn remove_member(&self, node_id: NodeId) -> Result<wire::Membership, ClientError> {
         Self::json(self.request(Method::DELETE, &format!("/admin/members/{node_id}"))).await
     }

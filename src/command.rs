@@ -28,13 +28,34 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
     /// Create a tenant, or update its description and quotas.
-    PutTenant { tenant: String, description: Option<String>, quotas: QuotaUpdate },
+    PutTenant {
+        tenant: String,
+        description: Option<String>,
+        quotas: QuotaUpdate,
+    },
     /// Delete a tenant; refused while it has apps unless `force` (which deletes everything under it).
-    DeleteTenant { tenant: String, force: bool },
-    PutApp { tenant: String, app: String, description: Option<String> },
-    DeleteApp { tenant: String, app: String, force: bool },
-    PutEnv { namespace: Namespace, description: Option<String> },
-    DeleteEnv { namespace: Namespace, force: bool },
+    DeleteTenant {
+        tenant: String,
+        force: bool,
+    },
+    PutApp {
+        tenant: String,
+        app: String,
+        description: Option<String>,
+    },
+    DeleteApp {
+        tenant: String,
+        app: String,
+        force: bool,
+    },
+    PutEnv {
+        namespace: Namespace,
+        description: Option<String>,
+    },
+    DeleteEnv {
+        namespace: Namespace,
+        force: bool,
+    },
     /// Store `content` as the next immutable version of `key`. The content was parsed and checked
     /// against the schema whose checksum is `checked_schema` (None: no schema); if the config's
     /// schema changed since, nothing is written and the writer checks again.
@@ -47,11 +68,24 @@ pub enum Change {
         checked_schema: Option<String>,
     },
     /// Make `key` absent; its version and release numbers are never reused.
-    DeleteConfig { key: ConfigKey, expected_version: Option<u64> },
+    DeleteConfig {
+        key: ConfigKey,
+        expected_version: Option<u64>,
+    },
     /// Set (Some) or clear (None) the JSON Schema new versions of `key` must satisfy.
-    SetSchema { key: ConfigKey, schema: Option<Vec<u8>>, checksum: Option<String> },
+    SetSchema {
+        key: ConfigKey,
+        schema: Option<Vec<u8>>,
+        checksum: Option<String>,
+    },
     /// Replace the release of `key`, only if its current release number is `expected_release`.
-    SetRelease { key: ConfigKey, rules: Vec<Rule>, expected_release: u64, message: String, kind: ReleaseKind },
+    SetRelease {
+        key: ConfigKey,
+        rules: Vec<Rule>,
+        expected_release: u64,
+        message: String,
+        kind: ReleaseKind,
+    },
 }
 
 /// What kind of release change a `SetRelease` is, as recorded in history and audit.

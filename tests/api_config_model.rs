@@ -56,7 +56,8 @@ impl Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_content_is_refused_with_its_location_and_nothing_is_written() {
     let n = node().await;
-    let write = |format: &str, body: &str| n.config(Method::PUT, "app", "").query(&[("format", format)]).body(body.to_string());
+    let write =
+        |format: &str, body: &str| n.config(Method::PUT, "app", "").query(&[("format", format)]).body(body.to_string());
     n.json(write("json", r#"{"pool": 5}"#), StatusCode::OK).await;
     // The properties parser reports lines only; the others report line and column.
     let cases = [
@@ -93,7 +94,8 @@ async fn schema_violations_name_each_json_pointer_for_every_structured_format() 
     let served = n.json(n.config(Method::GET, "svc", "/schema"), StatusCode::OK).await;
     assert_eq!(served, schema);
 
-    let write = |format: &str, body: &str| n.config(Method::PUT, "svc", "").query(&[("format", format)]).body(body.to_string());
+    let write =
+        |format: &str, body: &str| n.config(Method::PUT, "svc", "").query(&[("format", format)]).body(body.to_string());
     n.json(write("json", r#"{"pool": 3, "db": {"port": 5432}}"#), StatusCode::OK).await;
     let bad = [
         ("json", r#"{"pool": 0, "db": {"port": "x"}}"#),
@@ -102,10 +104,12 @@ async fn schema_violations_name_each_json_pointer_for_every_structured_format() 
     ];
     for (format, content) in bad {
         let body = n.problem(write(format, content), StatusCode::UNPROCESSABLE_ENTITY, "schema_violation").await;
-        let pointers: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+        let pointers: Vec<&str> =
+            body["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
         assert_eq!(pointers, vec!["/db/port", "/pool"], "{format}: {body}");
     }
-    let missing = n.problem(write("properties", "other=1\n"), StatusCode::UNPROCESSABLE_ENTITY, "schema_violation").await;
+    let missing =
+        n.problem(write("properties", "other=1\n"), StatusCode::UNPROCESSABLE_ENTITY, "schema_violation").await;
     assert_eq!(missing["errors"][0]["pointer"], "", "a missing required property is reported at the root");
     n.problem(write("text", "plain"), StatusCode::UNPROCESSABLE_ENTITY, "schema_needs_structure").await;
     assert_eq!(n.version_count("svc").await, 1, "no refused write created a version");
@@ -151,15 +155,26 @@ async fn versions_are_immutable_listed_newest_first_and_diffed_by_path() {
         .collect();
     let expected = [("remove", "/hosts/1"), ("replace", "/pool"), ("add", "/tls")];
     assert_eq!(changes, expected.map(|(a, b)| (a.to_string(), b.to_string())).to_vec());
-    n.problem(n.config(Method::GET, "db", "/diff").query(&[("from", "1"), ("to", "9")]), StatusCode::NOT_FOUND, "not_found").await;
-    n.problem(n.config(Method::GET, "db", "/versions").query(&[("limit", "0")]), StatusCode::BAD_REQUEST, "invalid_limit").await;
+    n.problem(
+        n.config(Method::GET, "db", "/diff").query(&[("from", "1"), ("to", "9")]),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    n.problem(
+        n.config(Method::GET, "db", "/versions").query(&[("limit", "0")]),
+        StatusCode::BAD_REQUEST,
+        "invalid_limit",
+    )
+    .await;
     n.handle.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releases_need_the_current_etag_and_resolve_answers_304_for_the_version_held() {
     let n = node().await;
-    n.json(n.config(Method::PUT, "flags", "").query(&[("format", "json")]).body(r#"{"new": false}"#), StatusCode::OK).await;
+    n.json(n.config(Method::PUT, "flags", "").query(&[("format", "json")]).body(r#"{"new": false}"#), StatusCode::OK)
+        .await;
     n.json(n.config(Method::PUT, "flags", "").body(r#"{"new": true}"#), StatusCode::OK).await;
     let release = n.config(Method::GET, "flags", "/release").send().await.unwrap();
     assert_eq!(release.headers()["etag"], "\"r1\"");
@@ -167,7 +182,12 @@ async fn releases_need_the_current_etag_and_resolve_answers_304_for_the_version_
         {"labels": {"canary": "true"}, "version": 2, "priority": 10},
         {"version": 1, "priority": 0}
     ], "message": "canary first"});
-    n.problem(n.config(Method::PUT, "flags", "/release").json(&rules), StatusCode::PRECONDITION_REQUIRED, "precondition_required").await;
+    n.problem(
+        n.config(Method::PUT, "flags", "/release").json(&rules),
+        StatusCode::PRECONDITION_REQUIRED,
+        "precondition_required",
+    )
+    .await;
     let stale = n.config(Method::PUT, "flags", "/release").header("if-match", "\"r7\"").json(&rules);
     n.problem(stale, StatusCode::PRECONDITION_FAILED, "release_conflict").await;
     let no_default = json!({"rules": [{"labels": {"canary": "true"}, "version": 2, "priority": 10}]});
@@ -182,7 +202,8 @@ async fn releases_need_the_current_etag_and_resolve_answers_304_for_the_version_
     assert_eq!(released["release"], 2);
 
     let resolve = |labels: &str| {
-        n.request(Method::GET, "/api/v1/resolve/acme/shop/prod/flags").query(&[("labels", labels), ("client_id", "pod-1")])
+        n.request(Method::GET, "/api/v1/resolve/acme/shop/prod/flags")
+            .query(&[("labels", labels), ("client_id", "pod-1")])
     };
     let canary = n.json(resolve("canary=true,zone=eu"), StatusCode::OK).await;
     assert_eq!((canary["version"].as_u64(), canary["content"].as_str()), (Some(2), Some(r#"{"new": true}"#)));
@@ -195,18 +216,22 @@ async fn releases_need_the_current_etag_and_resolve_answers_304_for_the_version_
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     n.problem(resolve("bad label"), StatusCode::BAD_REQUEST, "invalid_labels").await;
 
-    let publish = n.config(Method::POST, "flags", "/release/publish").header("if-match", "\"r2\"").json(&json!({"version": 2}));
+    let publish =
+        n.config(Method::POST, "flags", "/release/publish").header("if-match", "\"r2\"").json(&json!({"version": 2}));
     n.json(publish, StatusCode::OK).await;
     let after = resolve("zone=eu").header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(after.status(), StatusCode::OK, "the held version is no longer what this client gets");
-    let rollback = n.config(Method::POST, "flags", "/release/rollback").header("if-match", "\"r3\"").json(&json!({"to": 2}));
+    let rollback =
+        n.config(Method::POST, "flags", "/release/rollback").header("if-match", "\"r3\"").json(&json!({"to": 2}));
     n.json(rollback, StatusCode::OK).await;
     assert_eq!(n.json(resolve(""), StatusCode::OK).await["version"], 1);
     let history = n.json(n.config(Method::GET, "flags", "/releases"), StatusCode::OK).await;
-    let actions: Vec<&str> = history["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        history["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(actions, vec!["rollback", "publish", "set", "initial"]);
 
-    let batch = n.request(Method::POST, "/api/v1/resolve/acme/shop/prod")
+    let batch = n
+        .request(Method::POST, "/api/v1/resolve/acme/shop/prod")
         .json(&json!({"configs": ["flags", "nope"], "labels": {"canary": "true"}, "client_id": "pod-1"}));
     let batch = n.json(batch, StatusCode::OK).await;
     assert_eq!(batch["items"][0]["version"], 2);
@@ -217,7 +242,8 @@ async fn releases_need_the_current_etag_and_resolve_answers_304_for_the_version_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_apps_and_envs_are_resources_with_quotas_and_guarded_deletes() {
     let n = node().await;
-    let created = n.request(Method::PUT, "/api/v1/tenants/acme")
+    let created = n
+        .request(Method::PUT, "/api/v1/tenants/acme")
         .json(&json!({"description": "the acme corp", "quotas": {"max_config_bytes": 16, "max_configs": 2}}));
     assert_eq!(n.json(created, StatusCode::CREATED).await["created"], true);
     let tenant = n.json(n.request(Method::GET, "/api/v1/tenants/acme"), StatusCode::OK).await;
@@ -229,25 +255,36 @@ async fn tenants_apps_and_envs_are_resources_with_quotas_and_guarded_deletes() {
 
     n.json(n.request(Method::PUT, "/api/v1/tenants/acme/apps/shop/envs/prod"), StatusCode::CREATED).await;
     n.json(n.config(Method::PUT, "a", "").body("small"), StatusCode::OK).await;
-    n.problem(n.config(Method::PUT, "b", "").body("x".repeat(17)), StatusCode::PAYLOAD_TOO_LARGE, "config_too_large").await;
+    n.problem(n.config(Method::PUT, "b", "").body("x".repeat(17)), StatusCode::PAYLOAD_TOO_LARGE, "config_too_large")
+        .await;
     n.json(n.config(Method::PUT, "b", "").body("ok"), StatusCode::OK).await;
-    n.problem(n.config(Method::PUT, "c", "").body("one too many"), StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded").await;
+    n.problem(n.config(Method::PUT, "c", "").body("one too many"), StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded")
+        .await;
 
     let envs = n.json(n.request(Method::GET, "/api/v1/tenants/acme/apps/shop/envs"), StatusCode::OK).await;
     assert_eq!((envs["items"][0]["name"].as_str(), envs["items"][0]["configs"].as_u64()), (Some("prod"), Some(2)));
     n.problem(n.request(Method::DELETE, "/api/v1/tenants/acme"), StatusCode::CONFLICT, "not_empty").await;
-    n.problem(n.request(Method::DELETE, "/api/v1/tenants/acme/apps/shop/envs/prod"), StatusCode::CONFLICT, "not_empty").await;
+    n.problem(n.request(Method::DELETE, "/api/v1/tenants/acme/apps/shop/envs/prod"), StatusCode::CONFLICT, "not_empty")
+        .await;
     n.json(n.config(Method::DELETE, "a", ""), StatusCode::OK).await;
     n.json(n.request(Method::DELETE, "/api/v1/tenants/acme").query(&[("force", "true")]), StatusCode::OK).await;
     n.problem(n.request(Method::GET, "/api/v1/tenants/acme/apps/shop"), StatusCode::NOT_FOUND, "not_found").await;
     n.problem(n.config(Method::GET, "b", ""), StatusCode::NOT_FOUND, "not_found").await;
 
-    let audit = n.json(n.request(Method::GET, "/api/v1/tenants/acme/audit").query(&[("action", "config.write")]), StatusCode::OK).await;
-    let resources: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|r| r["resource"].as_str().unwrap()).collect();
+    let audit = n
+        .json(n.request(Method::GET, "/api/v1/tenants/acme/audit").query(&[("action", "config.write")]), StatusCode::OK)
+        .await;
+    let resources: Vec<&str> =
+        audit["items"].as_array().unwrap().iter().map(|r| r["resource"].as_str().unwrap()).collect();
     assert_eq!(resources, vec!["acme/shop/prod/a", "acme/shop/prod/b"], "refused writes left no record");
     let by_resource = n.request(Method::GET, "/api/v1/tenants/acme/audit").query(&[("resource", "acme/shop/prod/b")]);
     assert_eq!(n.json(by_resource, StatusCode::OK).await["items"].as_array().unwrap().len(), 1);
-    n.problem(n.request(Method::GET, "/api/v1/tenants/acme/audit").query(&[("action", "boom")]), StatusCode::BAD_REQUEST, "invalid_query").await;
+    n.problem(
+        n.request(Method::GET, "/api/v1/tenants/acme/audit").query(&[("action", "boom")]),
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
     n.handle.shutdown().await;
 }
 

@@ -66,7 +66,11 @@ struct VersionRequest {
 const SCHEMA_RETRIES: usize = 3;
 
 /// Parses, schema-checks and (unless `dry_run`) commits a new version.
-async fn write_version(state: &ApiState, origin: Origin, request: VersionRequest) -> Result<wire::WriteResult, ApiError> {
+async fn write_version(
+    state: &ApiState,
+    origin: Origin,
+    request: VersionRequest,
+) -> Result<wire::WriteResult, ApiError> {
     let service = &state.service;
     for _ in 0..SCHEMA_RETRIES {
         let record = service.store.config_record(&request.key)?;
@@ -106,7 +110,13 @@ async fn write_version(state: &ApiState, origin: Origin, request: VersionRequest
         };
         match service.write(Command { origin: origin.clone(), change }).await? {
             CommandResponse::Written { version, revision } => {
-                return Ok(wire::WriteResult { version, revision, checksum: Some(sum), size: Some(size), dry_run: false })
+                return Ok(wire::WriteResult {
+                    version,
+                    revision,
+                    checksum: Some(sum),
+                    size: Some(size),
+                    dry_run: false,
+                })
             }
             // This node had not applied the schema change yet: catch up and check again.
             CommandResponse::SchemaChanged => service.linearize().await?,
@@ -201,8 +211,7 @@ pub async fn get(State(state): State<ApiState>, path: ConfigPath, params: Params
     let key = request::config_key(path)?;
     let params = request::query(params)?;
     request::read_fence(&state, &params).await?;
-    let (record, content) =
-        state.service.get(&key)?.ok_or_else(|| ApiError::NotFound(format!("config {key}")))?;
+    let (record, content) = state.service.get(&key)?.ok_or_else(|| ApiError::NotFound(format!("config {key}")))?;
     let version = record.current_version.unwrap_or_default();
     let headers = [
         (header::CONTENT_TYPE, record.format.content_type().to_string()),
@@ -215,7 +224,11 @@ pub async fn get(State(state): State<ApiState>, path: ConfigPath, params: Params
 }
 
 /// `GET /api/v1/configs/{t}/{a}/{e}`: a page of the live configs, by name.
-pub async fn list(State(state): State<ApiState>, path: EnvPath, params: Params) -> Result<Json<wire::ConfigList>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    path: EnvPath,
+    params: Params,
+) -> Result<Json<wire::ConfigList>, ApiError> {
     let namespace = request::namespace(path)?;
     let params = request::query(params)?;
     let page = request::pagination(&params)?;
@@ -256,7 +269,8 @@ pub async fn versions(
 }
 
 fn version_with_content(state: &ApiState, key: &ConfigKey, version: u64) -> Result<wire::Version, ApiError> {
-    let missing = || ApiError::NotFound(format!("version {version} of config {key} (never written, or dropped by retention)"));
+    let missing =
+        || ApiError::NotFound(format!("version {version} of config {key} (never written, or dropped by retention)"));
     let meta = state.service.store.version_meta(key, version)?.ok_or_else(missing)?;
     let content = state.service.store.version_content(key, version)?.ok_or_else(missing)?;
     Ok(wire::Version { info: convert::version_info(&meta), content: String::from_utf8_lossy(&content).into_owned() })
@@ -278,7 +292,11 @@ pub async fn version(State(state): State<ApiState>, path: VersionPath, params: P
 }
 
 /// `GET .../diff?from=A&to=B`: unified text diff, plus path changes for structured formats.
-pub async fn diff(State(state): State<ApiState>, path: ConfigPath, params: Params) -> Result<Json<wire::Diff>, ApiError> {
+pub async fn diff(
+    State(state): State<ApiState>,
+    path: ConfigPath,
+    params: Params,
+) -> Result<Json<wire::Diff>, ApiError> {
     let key = request::config_key(path)?;
     let params = request::query(params)?;
     let required = |name: &'static str| {
@@ -346,7 +364,11 @@ pub async fn delete_schema(
     schema_change(&state, &request_id, Change::SetSchema { key, schema: None, checksum: None }).await
 }
 
-async fn schema_change(state: &ApiState, request_id: &RequestId, change: Change) -> Result<Json<wire::Changed>, ApiError> {
+async fn schema_change(
+    state: &ApiState,
+    request_id: &RequestId,
+    change: Change,
+) -> Result<Json<wire::Changed>, ApiError> {
     match state.service.write(Command { origin: request::origin(request_id), change }).await? {
         CommandResponse::Done { revision } => Ok(Json(wire::Changed { revision, created: None })),
         other => Err(refused(&other, None)),

@@ -64,7 +64,10 @@ fn tenant_level(name: &str, record: &crate::model::hierarchy::TenantRecord) -> w
 }
 
 fn app_level(tenant: &str, name: &str, record: &crate::model::hierarchy::AppRecord) -> wire::Level {
-    wire::Level { envs: Some(record.envs), ..convert::level(format!("{tenant}/{name}"), name, &record.info, record.configs) }
+    wire::Level {
+        envs: Some(record.envs),
+        ..convert::level(format!("{tenant}/{name}"), name, &record.info, record.configs)
+    }
 }
 
 fn env_level(tenant: &str, app: &str, name: &str, record: &crate::model::hierarchy::EnvRecord) -> wire::Level {
@@ -75,7 +78,10 @@ fn page<T>(state: &ApiState, items: Vec<T>, next_cursor: Option<String>) -> Json
     Json(wire::Page { items, next_cursor, revision: state.service.applied_index() })
 }
 
-pub async fn list_tenants(State(state): State<ApiState>, params: Params) -> Result<Json<wire::Page<wire::Level>>, ApiError> {
+pub async fn list_tenants(
+    State(state): State<ApiState>,
+    params: Params,
+) -> Result<Json<wire::Page<wire::Level>>, ApiError> {
     let params = request::query(params)?;
     let cursor = request::pagination(&params)?;
     request::read_fence(&state, &params).await?;
@@ -83,7 +89,11 @@ pub async fn list_tenants(State(state): State<ApiState>, params: Params) -> Resu
     Ok(page(&state, listed.items.iter().map(|(name, record)| tenant_level(name, record)).collect(), listed.next))
 }
 
-pub async fn get_tenant(State(state): State<ApiState>, path: TenantPath, params: Params) -> Result<Json<wire::Level>, ApiError> {
+pub async fn get_tenant(
+    State(state): State<ApiState>,
+    path: TenantPath,
+    params: Params,
+) -> Result<Json<wire::Level>, ApiError> {
     let tenant = tenant_name(path)?;
     request::read_fence(&state, &request::query(params)?).await?;
     let record = state.service.store.tenant(&tenant)?.ok_or_else(|| ApiError::NotFound(format!("tenant {tenant}")))?;
@@ -127,7 +137,11 @@ pub async fn list_apps(
     Ok(page(&state, listed.items.iter().map(|(name, record)| app_level(&tenant, name, record)).collect(), listed.next))
 }
 
-pub async fn get_app(State(state): State<ApiState>, path: AppPath, params: Params) -> Result<Json<wire::Level>, ApiError> {
+pub async fn get_app(
+    State(state): State<ApiState>,
+    path: AppPath,
+    params: Params,
+) -> Result<Json<wire::Level>, ApiError> {
     let (tenant, app) = app_names(path)?;
     request::read_fence(&state, &request::query(params)?).await?;
     let record =
@@ -172,7 +186,11 @@ pub async fn list_envs(
     Ok(page(&state, items, listed.next))
 }
 
-pub async fn get_env(State(state): State<ApiState>, path: EnvPath, params: Params) -> Result<Json<wire::Level>, ApiError> {
+pub async fn get_env(
+    State(state): State<ApiState>,
+    path: EnvPath,
+    params: Params,
+) -> Result<Json<wire::Level>, ApiError> {
     let namespace = request::namespace(path)?;
     request::read_fence(&state, &request::query(params)?).await?;
     let record = state.service.store.env(&namespace)?.ok_or_else(|| ApiError::NotFound(format!("env {namespace}")))?;

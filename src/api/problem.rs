@@ -43,7 +43,9 @@ pub enum ApiError {
     VersionMismatch { expected: u64, current: Option<u64> },
     #[error("release conflict: If-Match named release {expected}, current is {}; read the release again and reapply your change", current.map_or("none".to_string(), |v| v.to_string()))]
     ReleaseConflict { expected: u64, current: Option<u64> },
-    #[error("changing a release needs If-Match with the current release's ETag (GET .../release answers it, like \"r3\")")]
+    #[error(
+        "changing a release needs If-Match with the current release's ETag (GET .../release answers it, like \"r3\")"
+    )]
     PreconditionRequired,
     #[error("{0}")]
     NotEmpty(String),

@@ -71,9 +71,7 @@ pub fn namespace(path: EnvPath) -> Result<Namespace, ApiError> {
 }
 
 /// Path segments of a path with a trailing number (a version or release).
-pub fn numbered<T: serde::de::DeserializeOwned + Send>(
-    path: Result<Path<T>, PathRejection>,
-) -> Result<T, ApiError> {
+pub fn numbered<T: serde::de::DeserializeOwned + Send>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     path.map(|Path(p)| p).map_err(bad_path)
 }
 
@@ -86,9 +84,12 @@ pub struct Pagination {
 pub fn pagination(params: &HashMap<String, String>) -> Result<Pagination, ApiError> {
     let limit = match params.get("limit") {
         None => DEFAULT_LIMIT,
-        Some(text) => text.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
-            ApiError::BadRequest { code: "invalid_limit", detail: format!("limit must be 1 to {MAX_LIMIT}, got {text:?}") }
-        })?,
+        Some(text) => {
+            text.parse::<usize>().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| ApiError::BadRequest {
+                code: "invalid_limit",
+                detail: format!("limit must be 1 to {MAX_LIMIT}, got {text:?}"),
+            })?
+        }
     };
     Ok(Pagination { limit, cursor: params.get("cursor").filter(|c| !c.is_empty()).cloned() })
 }
@@ -143,10 +144,7 @@ pub fn if_match_release(headers: &HeaderMap) -> Result<u64, ApiError> {
     let bare = etag_text(value);
     bare.strip_prefix('r').unwrap_or(bare).parse::<u64>().map_err(|_| ApiError::BadRequest {
         code: "invalid_if_match",
-        detail: format!(
-            "If-Match must be the release's ETag, like \"r3\"; got {:?}",
-            value.to_str().unwrap_or("")
-        ),
+        detail: format!("If-Match must be the release's ETag, like \"r3\"; got {:?}", value.to_str().unwrap_or("")),
     })
 }
 
@@ -184,7 +182,8 @@ pub fn number(params: &HashMap<String, String>, name: &'static str) -> Result<Op
 
 /// The client's labels (`?labels=k=v,k2=v2`) and id (`?client_id=`).
 pub fn client_identity(params: &HashMap<String, String>) -> Result<(Labels, Option<String>), ApiError> {
-    let labels = release::parse_labels(params.get("labels").map_or("", String::as_str)).map_err(ApiError::InvalidLabels)?;
+    let labels =
+        release::parse_labels(params.get("labels").map_or("", String::as_str)).map_err(ApiError::InvalidLabels)?;
     let client_id = params.get("client_id").cloned();
     if let Some(id) = &client_id {
         release::check_client_id(id).map_err(ApiError::InvalidLabels)?;

@@ -86,11 +86,8 @@ pub async fn many(
     if let Some(id) = &body.client_id {
         crate::model::release::check_client_id(id).map_err(ApiError::InvalidLabels)?;
     }
-    let keys = body
-        .configs
-        .iter()
-        .map(|name| ConfigKey::in_namespace(&namespace, name))
-        .collect::<Result<Vec<_>, _>>()?;
+    let keys =
+        body.configs.iter().map(|name| ConfigKey::in_namespace(&namespace, name)).collect::<Result<Vec<_>, _>>()?;
     if let Some(min_revision) = body.min_revision {
         params.insert("min_revision".into(), min_revision.to_string());
     }
@@ -98,7 +95,8 @@ pub async fn many(
     let revision = state.service.applied_index();
     let (keys, next_cursor) = if keys.is_empty() {
         let listed = state.service.store.list_configs(&namespace, page.name()?, page.limit)?;
-        let keys = listed.items.iter().map(|(name, _)| ConfigKey::in_namespace(&namespace, name)).collect::<Result<_, _>>()?;
+        let keys =
+            listed.items.iter().map(|(name, _)| ConfigKey::in_namespace(&namespace, name)).collect::<Result<_, _>>()?;
         (keys, listed.next)
     } else {
         (keys, None)

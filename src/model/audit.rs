@@ -140,7 +140,12 @@ mod tests {
 
     #[test]
     fn filters_match_resources_by_prefix_and_time_by_half_open_range() {
-        let filter = AuditFilter { resource: Some("acme/shop".into()), from_ms: Some(10), to_ms: Some(20), ..Default::default() };
+        let filter = AuditFilter {
+            resource: Some("acme/shop".into()),
+            from_ms: Some(10),
+            to_ms: Some(20),
+            ..Default::default()
+        };
         assert!(filter.matches(&record("acme/shop/prod/db", 10)));
         assert!(filter.matches(&record("acme/shop", 19)));
         assert!(!filter.matches(&record("acme/shopping/prod/db", 15)), "a prefix must end at a segment");

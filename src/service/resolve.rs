@@ -27,10 +27,17 @@ pub fn resolve(
     let Some(record) = store.config_record(key)? else { return Ok(None) };
     let Some(current) = record.release else { return Ok(None) };
     let config_id = key.to_string();
-    let rule_index = release::evaluate(&current.rules, &config_id, labels, client_id)
-        .ok_or_else(|| Error::Storage(format!("release {} of {key} has no rule matching every client", current.number)))?;
-    let rule = current.rules.get(rule_index).cloned().ok_or_else(|| Error::Storage(format!("rule {rule_index} of {key}")))?;
-    let missing = || Error::Storage(format!("release {} of {key} names version {} which is not stored", current.number, rule.version));
+    let rule_index = release::evaluate(&current.rules, &config_id, labels, client_id).ok_or_else(|| {
+        Error::Storage(format!("release {} of {key} has no rule matching every client", current.number))
+    })?;
+    let rule =
+        current.rules.get(rule_index).cloned().ok_or_else(|| Error::Storage(format!("rule {rule_index} of {key}")))?;
+    let missing = || {
+        Error::Storage(format!(
+            "release {} of {key} names version {} which is not stored",
+            current.number, rule.version
+        ))
+    };
     let meta = store.version_meta(key, rule.version)?.ok_or_else(missing)?;
     let content = store.version_content(key, rule.version)?.ok_or_else(missing)?;
     Ok(Some(Resolution { meta, content, release: current.number, rule_index, rule }))

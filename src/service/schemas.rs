@@ -30,7 +30,8 @@ impl SchemaCache {
             return Ok(Some((checksum, schema.clone())));
         }
         let bytes = store.schema(key)?.ok_or_else(|| Error::Storage(format!("schema of {key} is missing")))?;
-        let schema = Arc::new(Schema::compile(&bytes).map_err(|e| Error::Storage(format!("stored schema of {key}: {e}")))?);
+        let schema =
+            Arc::new(Schema::compile(&bytes).map_err(|e| Error::Storage(format!("stored schema of {key}: {e}")))?);
         let mut compiled = self.lock();
         if compiled.len() >= MAX_CACHED {
             compiled.clear();

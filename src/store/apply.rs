@@ -114,7 +114,14 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
         }
     }
 
-    fn audit(&mut self, origin: &Origin, action: AuditAction, resource: String, before: Option<u64>, after: Option<u64>) {
+    fn audit(
+        &mut self,
+        origin: &Origin,
+        action: AuditAction,
+        resource: String,
+        before: Option<u64>,
+        after: Option<u64>,
+    ) {
         let tenant = resource.split('/').next().unwrap_or_default().to_string();
         let record = AuditRecord {
             revision: self.revision,
@@ -211,7 +218,13 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
         Ok(())
     }
 
-    fn put_tenant(&mut self, origin: &Origin, tenant: &str, description: Option<String>, quotas: QuotaUpdate) -> Applied {
+    fn put_tenant(
+        &mut self,
+        origin: &Origin,
+        tenant: &str,
+        description: Option<String>,
+        quotas: QuotaUpdate,
+    ) -> Applied {
         let revision = self.revision;
         let (record, created) = match self.tenant(tenant)? {
             Some(mut record) => {

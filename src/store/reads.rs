@@ -117,7 +117,12 @@ impl Store {
         self.get("app record", &keys::app(tenant, app))
     }
 
-    pub fn apps(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Page<(String, AppRecord)>, StoreError> {
+    pub fn apps(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, AppRecord)>, StoreError> {
         self.named_page("app record", keys::app_prefix(tenant), after, limit, |_| true)
     }
 
@@ -169,8 +174,14 @@ impl Store {
     }
 
     /// A page of a config's kept versions, newest first, below version `before`.
-    pub fn versions(&self, key: &ConfigKey, before: Option<u64>, limit: usize) -> Result<Page<VersionMeta>, StoreError> {
-        let (items, more) = self.scan_numbered_backward("version metadata", &keys::version_meta_prefix(key), before, limit)?;
+    pub fn versions(
+        &self,
+        key: &ConfigKey,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<VersionMeta>, StoreError> {
+        let (items, more) =
+            self.scan_numbered_backward("version metadata", &keys::version_meta_prefix(key), before, limit)?;
         let next = if more { items.last().map(|m: &VersionMeta| m.version.to_string()) } else { None };
         Ok(Page { items, next })
     }
@@ -205,18 +216,19 @@ impl Store {
         let mut scanned = 0usize;
         let mut last_seen = None;
         let mut budget_spent = false;
-        let (items, more) = self.scan_forward("audit record", &prefix, after_key, limit, |_, record: AuditRecord| {
-            if budget_spent {
-                return None;
-            }
-            scanned += 1;
-            if scanned > AUDIT_SCAN_BUDGET {
-                budget_spent = true;
-                return None;
-            }
-            last_seen = Some((record.revision, record.seq));
-            filter.matches(&record).then_some(record)
-        })?;
+        let (items, more) =
+            self.scan_forward("audit record", &prefix, after_key, limit, |_, record: AuditRecord| {
+                if budget_spent {
+                    return None;
+                }
+                scanned += 1;
+                if scanned > AUDIT_SCAN_BUDGET {
+                    budget_spent = true;
+                    return None;
+                }
+                last_seen = Some((record.revision, record.seq));
+                filter.matches(&record).then_some(record)
+            })?;
         let cursor = |(revision, seq): (u64, u32)| format!("{revision}.{seq}");
         let next = if more {
             items.last().map(|r| cursor((r.revision, r.seq)))

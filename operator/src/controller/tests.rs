@@ -64,14 +64,14 @@ fn unreachable(endpoint: &str) -> ClientError {
 }
 
 fn problem(status: u16, code: &str) -> ClientError {
-    ClientError::Problem(wire::Problem {
+    ClientError::Problem(Box::new(wire::Problem {
         kind: "about:blank".into(),
         title: code.into(),
         status,
         code: code.into(),
         detail: code.into(),
         errors: Vec::new(),
-    })
+    }))
 }
 
 impl FakeNodes {
