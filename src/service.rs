@@ -192,6 +192,15 @@ impl Service {
         self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
     }
 
+    /// Whether this node's applied state holds every change acknowledged so far: it leads and has
+    /// applied everything it knows committed (a leader answers a write only after applying it).
+    pub fn local_state_is_current(&self) -> bool {
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
+        metrics.current_leader == Some(metrics.id)
+            && metrics.last_applied.map_or(0, |l| l.index) >= self.committed_index()
+    }
+
     /// Waits up to `bound` until this node has applied `revision`; false if it has not by then.
     pub async fn wait_applied(&self, revision: u64, bound: Duration) -> bool {
         if self.applied_index() >= revision {

@@ -65,48 +65,83 @@ struct VersionRequest {
 /// How often a write is checked again when the config's schema changed under it.
 const SCHEMA_RETRIES: usize = 3;
 
-/// Parses, schema-checks and (unless `dry_run`) commits a new version.
+/// What the local checks of a new version found, ready to propose.
+struct Checked {
+    format: Format,
+    schema_checksum: Option<String>,
+    /// The version number and current head, for a dry run's answer.
+    next_version: u64,
+}
+
+/// Parses the content with its format and checks it against the config's schema, reading this
+/// node's applied state (which may trail the leader's: callers re-check before refusing).
+fn check_locally(state: &ApiState, request: &VersionRequest) -> Result<Checked, ApiError> {
+    let service = &state.service;
+    let record = service.store.config_record(&request.key)?;
+    let live = record.as_ref().filter(|r| r.current_version.is_some());
+    let format = request.format.or(live.map(|r| r.format)).unwrap_or(Format::Text);
+    let tree = format.parse_tree(&request.content)?;
+    let schema = service.schemas.for_config(&service.store, &request.key, record.as_ref())?;
+    if let Some((_, schema)) = &schema {
+        let tree = tree.as_ref().ok_or(ApiError::SchemaNeedsStructure)?;
+        let violations = schema.check(tree);
+        if !violations.is_empty() {
+            return Err(ApiError::SchemaViolation(violations));
+        }
+    }
+    if request.dry_run {
+        let current = live.and_then(|r| r.current_version);
+        if let Some(expected) = request.expected_version.filter(|e| Some(*e) != current) {
+            return Err(ApiError::VersionMismatch { expected, current });
+        }
+        let quotas = service.store.tenant(&request.key.tenant)?.map(|t| t.quotas).unwrap_or_default();
+        let size = request.content.len() as u64;
+        if size > quotas.max_config_bytes {
+            return Err(ApiError::ConfigTooLarge { size, limit: quotas.max_config_bytes });
+        }
+    }
+    let next_version = record.as_ref().map_or(0, |r| r.latest_version) + 1;
+    Ok(Checked { format, schema_checksum: schema.map(|(checksum, _)| checksum), next_version })
+}
+
+/// Parses, schema-checks and (unless `dry_run`) commits a new version. A check that fails on
+/// state this node may not have caught up with (a schema just cleared, a format just changed) is
+/// repeated after a read-index round before the write is refused.
 async fn write_version(
     state: &ApiState,
     origin: Origin,
     request: VersionRequest,
 ) -> Result<wire::WriteResult, ApiError> {
     let service = &state.service;
+    let mut fresh = service.local_state_is_current();
+    if request.format.is_none() && !fresh {
+        // The default format is the config's current one: read it from up-to-date state.
+        service.linearize().await?;
+        fresh = true;
+    }
+    let size = request.content.len() as u64;
+    let sum = checksum(&crate::store::checksum(&request.content));
     for _ in 0..SCHEMA_RETRIES {
-        let record = service.store.config_record(&request.key)?;
-        let live = record.as_ref().filter(|r| r.current_version.is_some());
-        let format = request.format.or(live.map(|r| r.format)).unwrap_or(Format::Text);
-        let tree = format.parse_tree(&request.content)?;
-        let schema = service.schemas.for_config(&service.store, &request.key, record.as_ref())?;
-        if let Some((_, schema)) = &schema {
-            let tree = tree.as_ref().ok_or(ApiError::SchemaNeedsStructure)?;
-            let violations = schema.check(tree);
-            if !violations.is_empty() {
-                return Err(ApiError::SchemaViolation(violations));
+        let checked = match check_locally(state, &request) {
+            Ok(checked) => checked,
+            Err(_) if !fresh => {
+                service.linearize().await?;
+                fresh = true;
+                continue;
             }
-        }
-        let size = request.content.len() as u64;
-        let sum = checksum(&crate::store::checksum(&request.content));
+            Err(refusal) => return Err(refusal),
+        };
         if request.dry_run {
-            let current = live.and_then(|r| r.current_version);
-            if let Some(expected) = request.expected_version.filter(|e| Some(*e) != current) {
-                return Err(ApiError::VersionMismatch { expected, current });
-            }
-            let quotas = service.store.tenant(&request.key.tenant)?.map(|t| t.quotas).unwrap_or_default();
-            if size > quotas.max_config_bytes {
-                return Err(ApiError::ConfigTooLarge { size, limit: quotas.max_config_bytes });
-            }
-            let version = record.as_ref().map_or(0, |r| r.latest_version) + 1;
-            let revision = service.applied_index();
+            let (version, revision) = (checked.next_version, service.applied_index());
             return Ok(wire::WriteResult { version, revision, checksum: Some(sum), size: Some(size), dry_run: true });
         }
         let change = Change::WriteVersion {
             key: request.key.clone(),
-            format,
+            format: checked.format,
             content: request.content.clone(),
             message: request.message.clone(),
             expected_version: request.expected_version,
-            checked_schema: schema.map(|(checksum, _)| checksum),
+            checked_schema: checked.schema_checksum,
         };
         match service.write(Command { origin: origin.clone(), change }).await? {
             CommandResponse::Written { version, revision } => {
@@ -119,7 +154,10 @@ async fn write_version(
                 })
             }
             // This node had not applied the schema change yet: catch up and check again.
-            CommandResponse::SchemaChanged => service.linearize().await?,
+            CommandResponse::SchemaChanged => {
+                service.linearize().await?;
+                fresh = true;
+            }
             other => return Err(refused(&other, request.expected_version)),
         }
     }
@@ -360,7 +398,11 @@ pub async fn delete_schema(
     path: ConfigPath,
 ) -> Result<Json<wire::Changed>, ApiError> {
     let key = request::config_key(path)?;
-    existing_record(&state, &key)?;
+    if existing_record(&state, &key).is_err() {
+        // This node may not have applied the config's creation yet.
+        state.service.linearize().await?;
+        existing_record(&state, &key)?;
+    }
     schema_change(&state, &request_id, Change::SetSchema { key, schema: None, checksum: None }).await
 }
 

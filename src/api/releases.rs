@@ -99,11 +99,13 @@ pub async fn rollback(
     let key = request::config_key(path)?;
     let expected = request::if_match_release(&headers)?;
     let spec = json_body(&state, body)?;
-    let earlier = state
-        .service
-        .store
-        .release(&key, spec.to)?
-        .ok_or_else(|| ApiError::NotFound(format!("release {} of config {key}", spec.to)))?;
+    let mut earlier = state.service.store.release(&key, spec.to)?;
+    if earlier.is_none() {
+        // This node may not have applied that release yet.
+        state.service.linearize().await?;
+        earlier = state.service.store.release(&key, spec.to)?;
+    }
+    let earlier = earlier.ok_or_else(|| ApiError::NotFound(format!("release {} of config {key}", spec.to)))?;
     let kind = ReleaseKind::Rollback { to: spec.to };
     change(&state, &request_id, key, earlier.rules, expected, spec.message, kind).await
 }
