@@ -76,7 +76,12 @@ impl ConfigKey {
 
     pub fn in_namespace(namespace: &Namespace, name: &str) -> Result<Self, ModelError> {
         check_segment("name", name)?;
-        Ok(Self { tenant: namespace.tenant.clone(), app: namespace.app.clone(), env: namespace.env.clone(), name: name.into() })
+        Ok(Self {
+            tenant: namespace.tenant.clone(),
+            app: namespace.app.clone(),
+            env: namespace.env.clone(),
+            name: name.into(),
+        })
     }
 
     pub fn namespace(&self) -> Namespace {

@@ -3,12 +3,15 @@
 //! imports `rocksdb`.
 //!
 //! Column families: `meta` (vote, committed, last purged, node id, cluster id), `logs`
-//! (big-endian index → entry), `sm_meta` (last applied, membership), `sm_data` (configs and
-//! versions), `snapshot` (the current snapshot's meta and bytes). One WAL covers them all, so a
-//! durable record implies every earlier record is durable.
+//! (big-endian index → entry), `sm_meta` (last applied, membership), `sm_data` (tenants, apps,
+//! envs, configs, versions, releases, schemas, audit; layout in `keys`), `snapshot` (the current
+//! snapshot's meta and bytes). One WAL covers them all, so a durable record implies every
+//! earlier record is durable.
 
+mod apply;
 mod keys;
 pub mod log_store;
+mod reads;
 pub mod state_machine;
 
 use std::path::Path;
@@ -16,10 +19,11 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 
+pub use apply::checksum;
 pub use log_store::LogStore;
+pub use reads::Page;
 pub use state_machine::StateMachineStore;
 
-use crate::model::{ConfigKey, ConfigRecord, Namespace};
 use crate::types::NodeId;
 
 /// Errors opening or reading the store outside openraft's traits.
@@ -115,34 +119,6 @@ impl Store {
         write.set_sync(true);
         self.db.put_cf_opt(Self::cf(&self.db, CF_META), keys::CLUSTER_ID, cluster_id.as_bytes(), &write)?;
         Ok(())
-    }
-
-    /// The record and current content of one configuration, as applied locally.
-    pub fn get_config(&self, key: &ConfigKey) -> Result<Option<(ConfigRecord, Vec<u8>)>, StoreError> {
-        let data = Self::cf(&self.db, CF_SM_DATA);
-        let Some(raw) = self.db.get_cf(data, keys::record(key))? else { return Ok(None) };
-        let record: ConfigRecord = decode("config record", &raw)?;
-        let Some(version) = record.current_version else { return Ok(None) };
-        let content = self.db.get_cf(data, keys::version(key, version))?.unwrap_or_default();
-        Ok(Some((record, content)))
-    }
-
-    /// The live configurations in a namespace, by name.
-    pub fn list_configs(&self, namespace: &Namespace) -> Result<Vec<(String, ConfigRecord)>, StoreError> {
-        let prefix = keys::record_prefix(namespace);
-        let iter = self.db.prefix_iterator_cf(Self::cf(&self.db, CF_SM_DATA), &prefix);
-        let mut out = Vec::new();
-        for item in iter {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let record: ConfigRecord = decode("config record", &value)?;
-            if record.current_version.is_some() {
-                out.push((String::from_utf8_lossy(&key[prefix.len()..]).into_owned(), record));
-            }
-        }
-        Ok(out)
     }
 
     /// Approximate on-disk size of all column families, in bytes.

@@ -127,7 +127,9 @@ async fn every_change_has_one_audit_record_in_its_entry_and_refusals_have_none()
         actions,
         vec![AuditAction::TenantCreate, AuditAction::AppCreate, AuditAction::EnvCreate, AuditAction::ConfigWrite]
     );
-    assert!(records.iter().all(|r| r.revision == 1 && r.time_ms == 10 && r.actor == "alice" && r.request_id == "req-1"));
+    assert!(records
+        .iter()
+        .all(|r| r.revision == 1 && r.time_ms == 10 && r.actor == "alice" && r.request_id == "req-1"));
     assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!((records[3].before, records[3].after, records[3].resource.as_str()), (None, Some(1), "t/a/e/db"));
 
