@@ -1,6 +1,16 @@
 //! The `conflux` command line: `serve` runs a node; the other subcommands are a client of the
-//! client API (`get`, `put`, `delete`, `list`) and the admin API (`cluster ...`). Output
-//! formatting lives here; every operation goes through [`crate::client::Client`].
+//! client API (configs and their versions, schemas, releases, resolve, the hierarchy, the audit
+//! log) and the admin API (`cluster ...`). Output formatting lives here; every operation goes
+//! through [`crate::client::Client`].
+//!
+//! This file defines the commands and dispatches them; `cli/configs.rs` (versions, diff,
+//! schema), `cli/releases.rs` (release, resolve), `cli/hierarchy.rs` (tenant, app, env, audit)
+//! run them, and `cli/output.rs` formats tables, times and JSON.
+
+pub mod configs;
+pub mod hierarchy;
+pub mod output;
+pub mod releases;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -9,10 +19,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, PutOptions};
+use crate::client::{Client, ClientError, Page, WriteOptions};
 use crate::config::NodeConfig;
 use crate::telemetry::LogFormat;
 use crate::types::NodeId;
+use output::{print_json, print_next_cursor, Table};
 
 #[derive(Debug, Parser)]
 #[command(name = "conflux", version, about = "Conflux: a distributed configuration center on Raft and RocksDB")]
@@ -38,7 +49,14 @@ pub enum Command {
         #[arg(long)]
         serializable: bool,
     },
-    /// Write a new version of a configuration.
+    /// Write a new version of a configuration
+    ///
+    /// The content is parsed with its format's parser and checked against the config's JSON
+    /// Schema, if it has one; the answer is the new version and revision as JSON.
+    ///
+    /// Example:
+    ///   conflux put acme/shop/prod/database --format json --message 'pool 20' '{"pool": 20}'
+    #[command(verbatim_doc_comment)]
     Put {
         #[command(flatten)]
         target: ClientTarget,
@@ -49,12 +67,18 @@ pub enum Command {
         /// Read the content from this file.
         #[arg(long, conflicts_with = "value")]
         file: Option<PathBuf>,
-        /// json, yaml, toml, properties or text.
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// json, yaml, toml, properties or text [default: the config's current format, else text].
+        #[arg(long)]
+        format: Option<String>,
         /// Only write if the current version is this one.
         #[arg(long)]
         if_version: Option<u64>,
+        /// A message recorded with the version (shown by `conflux versions`).
+        #[arg(long)]
+        message: Option<String>,
+        /// Check the write (format, schema, quotas, --if-version) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Delete a configuration.
     Delete {
@@ -72,6 +96,130 @@ pub enum Command {
         target: ClientTarget,
         /// tenant/app/env
         namespace: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// List the versions kept of a configuration, newest first
+    ///
+    /// Example:
+    ///   conflux versions acme/shop/prod/database --limit 10
+    #[command(verbatim_doc_comment)]
+    Versions {
+        #[command(flatten)]
+        target: ClientTarget,
+        /// tenant/app/env/name
+        key: String,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Print the page as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one version's content
+    ///
+    /// Example:
+    ///   conflux version acme/shop/prod/database 1
+    #[command(verbatim_doc_comment)]
+    Version {
+        #[command(flatten)]
+        target: ClientTarget,
+        /// tenant/app/env/name
+        key: String,
+        /// The version number.
+        version: u64,
+    },
+    /// Show what changed between two versions
+    ///
+    /// Prints a unified diff; with --json, the path-level changes (JSON pointers with old and
+    /// new values), which exist when both versions are json, yaml, toml or properties.
+    ///
+    /// Example:
+    ///   conflux diff acme/shop/prod/database 1 2
+    #[command(verbatim_doc_comment)]
+    Diff {
+        #[command(flatten)]
+        target: ClientTarget,
+        /// tenant/app/env/name
+        key: String,
+        /// The older version.
+        from: u64,
+        /// The newer version.
+        to: u64,
+        /// Print the path changes as JSON instead of the unified diff.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read, set or clear a configuration's JSON Schema
+    ///
+    /// Example:
+    ///   conflux schema set acme/shop/prod/database --file database.schema.json
+    #[command(verbatim_doc_comment)]
+    Schema {
+        #[command(flatten)]
+        target: ClientTarget,
+        #[command(subcommand)]
+        command: configs::SchemaCommand,
+    },
+    /// Gray-release, publish and roll back versions of a configuration
+    ///
+    /// Example:
+    ///   conflux release publish acme/shop/prod/database 2 --message 'pool 20 for everyone'
+    #[command(verbatim_doc_comment)]
+    Release {
+        #[command(flatten)]
+        target: ClientTarget,
+        #[command(subcommand)]
+        command: releases::ReleaseCommand,
+    },
+    /// Show what a client receives, by its labels and id
+    ///
+    /// With tenant/app/env/config, prints the content the client receives (--json: the whole
+    /// answer, with version, release and the rule that matched). With tenant/app/env and --all
+    /// or config names, resolves many configs in one call and prints JSON.
+    ///
+    /// Examples:
+    ///   conflux resolve acme/shop/prod/database --labels canary=true --client-id web-1
+    ///   conflux resolve acme/shop/prod --all --labels region=eu --client-id web-1
+    #[command(verbatim_doc_comment)]
+    Resolve(releases::ResolveArgs),
+    /// Read a tenant's audit log, oldest first
+    ///
+    /// Example:
+    ///   conflux audit acme --action release.publish --resource acme/shop/prod
+    #[command(verbatim_doc_comment)]
+    Audit(hierarchy::AuditArgs),
+    /// List, show, create (or update) and delete tenants
+    ///
+    /// Example:
+    ///   conflux tenant create acme --description 'ACME Corp' --max-configs 500
+    #[command(verbatim_doc_comment)]
+    Tenant {
+        #[command(flatten)]
+        target: ClientTarget,
+        #[command(subcommand)]
+        command: hierarchy::TenantCommand,
+    },
+    /// List, show, create (or update) and delete apps (tenant/app)
+    ///
+    /// Example:
+    ///   conflux app create acme/shop --description 'web shop'
+    #[command(verbatim_doc_comment)]
+    App {
+        #[command(flatten)]
+        target: ClientTarget,
+        #[command(subcommand)]
+        command: hierarchy::AppCommand,
+    },
+    /// List, show, create (or update) and delete envs (tenant/app/env)
+    ///
+    /// Example:
+    ///   conflux env create acme/shop/prod
+    #[command(verbatim_doc_comment)]
+    Env {
+        #[command(flatten)]
+        target: ClientTarget,
+        #[command(subcommand)]
+        command: hierarchy::EnvCommand,
     },
     /// Inspect and change cluster membership (admin API on the peer listener).
     Cluster {
@@ -110,8 +258,31 @@ pub enum ClusterCommand {
 #[derive(Debug, Args)]
 pub struct ClientTarget {
     /// Client API URL of any node.
-    #[arg(long, env = "CONFLUX_ENDPOINT", default_value = "http://127.0.0.1:7000")]
+    #[arg(long, global = true, env = "CONFLUX_ENDPOINT", default_value = "http://127.0.0.1:7000")]
     pub endpoint: String,
+}
+
+impl ClientTarget {
+    fn client(&self) -> Client {
+        Client::new(&self.endpoint, None)
+    }
+}
+
+/// Which page of a listing to print.
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// At most this many items (1 to 1000) [default: 100].
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Start after this cursor (printed as `next cursor:` by the previous page).
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+impl PageArgs {
+    fn page(&self) -> Page {
+        Page { limit: self.limit, cursor: self.cursor.clone() }
+    }
 }
 
 /// Where admin commands connect, and with which token.
@@ -138,20 +309,30 @@ impl AdminTarget {
     }
 }
 
-fn split_key<const N: usize>(text: &str, what: &str) -> anyhow::Result<[String; N]> {
-    let parts: Vec<String> = text.split('/').map(str::to_string).collect();
-    match parts.try_into() {
-        Ok(parts) => Ok(parts),
-        Err(_) => bail!("{what} must have {N} parts separated by '/', got {text:?}"),
+/// A `/`-separated key of exactly `N` parts (`tenant/app/env/config` and its prefixes).
+pub struct Key<const N: usize>([String; N]);
+
+impl<const N: usize> Key<N> {
+    /// Splits `text`; `what` names it in the error (e.g. `tenant/app/env/config`).
+    pub fn parse(text: &str, what: &str) -> anyhow::Result<Self> {
+        let parts: Vec<String> = text.split('/').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            bail!("{what} has an empty part: {text:?}");
+        }
+        match parts.try_into() {
+            Ok(parts) => Ok(Key(parts)),
+            Err(_) => bail!("expected {what} ({N} parts separated by '/'), got {text:?}"),
+        }
+    }
+
+    /// The parts, as the client's methods take them.
+    pub fn parts(&self) -> [&str; N] {
+        std::array::from_fn(|i| self.0[i].as_str())
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-fn read_content(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+/// Reads `value`, else `file`, else standard input (also for `value` `-`).
+pub fn read_content(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
     match (value, file) {
         (_, Some(path)) => std::fs::read(&path).with_context(|| format!("reading {}", path.display())),
         (Some(v), None) if v != "-" => Ok(v.into_bytes()),
@@ -163,44 +344,90 @@ fn read_content(value: Option<String>, file: Option<PathBuf>) -> anyhow::Result<
     }
 }
 
+/// Adds the located errors of a problem (schema violations, parse errors) to its message.
+fn with_problem_details(error: anyhow::Error) -> anyhow::Error {
+    let Some(ClientError::Problem(problem)) = error.downcast_ref::<ClientError>() else { return error };
+    if problem.errors.is_empty() {
+        return error;
+    }
+    let mut text = format!("{error:#}");
+    // A detail the problem's own text already says (a parse error's line and column) is not repeated.
+    for detail in problem.errors.iter().filter(|d| !problem.detail.contains(&d.message)) {
+        let place = match (&detail.pointer, detail.line, detail.column) {
+            (Some(pointer), _, _) => format!("at {}", if pointer.is_empty() { "(root)" } else { pointer }),
+            (None, Some(line), Some(column)) => format!("line {line}, column {column}"),
+            (None, Some(line), None) => format!("line {line}"),
+            _ => String::new(),
+        };
+        let separator = if place.is_empty() { "" } else { ": " };
+        text.push_str(&format!("\n  {place}{separator}{}", detail.message));
+    }
+    anyhow::anyhow!(text)
+}
+
 /// Runs a client subcommand (everything but `serve`).
 pub async fn run_client(command: Command) -> anyhow::Result<()> {
+    match dispatch(command).await {
+        // The reader went away (`conflux audit acme | head`): not worth an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            Ok(())
+        }
+        outcome => outcome.map_err(with_problem_details),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(_) => bail!("serve runs a node; it is not a client command"),
         Command::Get { target, key, serializable } => {
-            let k: [String; 4] = split_key(&key, "key")?;
-            let client = Client::new(&target.endpoint, None);
-            match client.get([&k[0], &k[1], &k[2], &k[3]], serializable).await? {
+            let k = Key::<4>::parse(&key, "tenant/app/env/name")?;
+            match target.client().get(k.parts(), serializable).await? {
                 Some(config) => std::io::stdout().write_all(&config.content)?,
                 None => bail!("config {key} not found"),
             }
         }
-        Command::Put { target, key, value, file, format, if_version } => {
-            let k: [String; 4] = split_key(&key, "key")?;
+        Command::Put { target, key, value, file, format, if_version, message, dry_run } => {
+            let k = Key::<4>::parse(&key, "tenant/app/env/name")?;
             let content = read_content(value, file)?;
-            let client = Client::new(&target.endpoint, None);
-            let options = PutOptions { format: Some(&format), if_match: if_version };
-            print_json(&client.put([&k[0], &k[1], &k[2], &k[3]], content, options).await?)?;
+            let options =
+                WriteOptions { format: format.as_deref(), if_match: if_version, message: message.as_deref(), dry_run };
+            print_json(&target.client().write(k.parts(), content, options).await?)?;
         }
         Command::Delete { target, key, if_version } => {
-            let k: [String; 4] = split_key(&key, "key")?;
-            let client = Client::new(&target.endpoint, None);
-            print_json(&client.delete([&k[0], &k[1], &k[2], &k[3]], if_version).await?)?;
+            let k = Key::<4>::parse(&key, "tenant/app/env/name")?;
+            print_json(&target.client().delete(k.parts(), if_version).await?)?;
         }
-        Command::List { target, namespace } => {
-            let ns: [String; 3] = split_key(&namespace, "namespace")?;
-            let listing = Client::new(&target.endpoint, None).list(&ns[0], &ns[1], &ns[2]).await?;
+        Command::List { target, namespace, page } => {
+            let ns = Key::<3>::parse(&namespace, "tenant/app/env")?;
+            let listing = target.client().list_configs(ns.parts(), &page.page()).await?;
+            let mut table = Table::new(["NAME", "VERSION", "FORMAT", "REVISION"]);
             for config in listing.configs {
-                println!("{}\tv{}\t{}\trev {}", config.name, config.version, config.format, config.revision);
+                table.row([config.name, config.version.to_string(), config.format, config.revision.to_string()]);
             }
+            table.print()?;
+            print_next_cursor(listing.next_cursor.as_deref());
         }
+        Command::Versions { target, key, page, json } => configs::versions(&target.client(), &key, &page, json).await?,
+        Command::Version { target, key, version } => configs::version(&target.client(), &key, version).await?,
+        Command::Diff { target, key, from, to, json } => configs::diff(&target.client(), &key, from, to, json).await?,
+        Command::Schema { target, command } => configs::schema(&target.client(), command).await?,
+        Command::Release { target, command } => releases::release(&target.client(), command).await?,
+        Command::Resolve(args) => releases::resolve(args).await?,
+        Command::Audit(args) => hierarchy::audit(args).await?,
+        Command::Tenant { target, command } => hierarchy::tenant(&target.client(), command).await?,
+        Command::App { target, command } => hierarchy::app(&target.client(), command).await?,
+        Command::Env { target, command } => hierarchy::env(&target.client(), command).await?,
         Command::Cluster { target, command } => {
             let client = target.client()?;
             match command {
                 ClusterCommand::Status => print_json(&client.status().await?)?,
                 ClusterCommand::Init => print_json(&client.init().await?)?,
                 ClusterCommand::AddLearner { node_id, peer_url, wait } => {
-                    let wait = wait.map(Duration::from_secs_f64);
+                    let wait = wait
+                        .map(|seconds| {
+                            Duration::try_from_secs_f64(seconds).context("--wait must be a number of seconds")
+                        })
+                        .transpose()?;
                     print_json(&client.add_learner(node_id, &peer_url, wait).await?)?
                 }
                 ClusterCommand::SetVoters { voters } => print_json(&client.set_voters(voters).await?)?,

@@ -146,7 +146,8 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// An action name such as `config.write` or `release.publish`.
     pub action: Option<String>,
-    /// A resource path (`app`, `app/env`, `app/env/config`): it and everything under it.
+    /// A resource path with its tenant (`acme/shop`, `acme/shop/prod/database`): it and
+    /// everything under it.
     pub resource: Option<String>,
     /// Records at or after this time (milliseconds since the Unix epoch).
     pub from_ms: Option<u64>,
@@ -310,10 +311,19 @@ impl Client {
         Self::json(builder).await
     }
 
-    /// The first page (up to 100) of the live configs in `tenant/app/env`; see
-    /// [`Client::list_configs`] for the others.
+    /// Every live config in `tenant/app/env`, following the pages (1,000 names per request);
+    /// the answer's `revision` is the last page's. [`Client::list_configs`] fetches one page.
     pub async fn list(&self, tenant: &str, app: &str, env: &str) -> Result<wire::ConfigList, ClientError> {
-        self.list_configs([tenant, app, env], &Page::default()).await
+        let mut page = Page { limit: Some(1000), cursor: None };
+        let mut all = self.list_configs([tenant, app, env], &page).await?;
+        while let Some(cursor) = all.next_cursor.take() {
+            page.cursor = Some(cursor);
+            let next = self.list_configs([tenant, app, env], &page).await?;
+            all.configs.extend(next.configs);
+            all.revision = next.revision;
+            all.next_cursor = next.next_cursor;
+        }
+        Ok(all)
     }
 
     /// One page of the live configs in `[tenant, app, env]`, by name.
@@ -356,5 +366,20 @@ impl Client {
     /// Removes a learner or a voter (admin API).
     pub async fn remove_member(&self, node_id: NodeId) -> Result<wire::Membership, ClientError> {
         Self::json(self.request(Method::DELETE, &format!("/admin/members/{node_id}"))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_percent_encoded_and_dot_segments_refused() {
+        assert_eq!(segment("db.prod_v-2").unwrap(), "db.prod_v-2");
+        assert_eq!(segment("a b/c?d").unwrap(), "a%20b%2Fc%3Fd");
+        for bad in ["", ".", ".."] {
+            assert!(matches!(segment(bad), Err(ClientError::InvalidName(_))), "{bad:?}");
+        }
+        assert_eq!(config_path(["t", "a", "e", "c"], "/release").unwrap(), "/api/v1/configs/t/a/e/c/release");
     }
 }
