@@ -1,0 +1,230 @@
+//! What the benchmarks share: real `conflux serve` and `etcd` clusters on loopback (killed when
+//! dropped), and the client-side load driver that runs concurrent HTTP clients for a fixed time
+//! and reports throughput and latency percentiles.
+//!
+//! Not a benchmark itself: each bench includes it with `#[path = "support/cluster.rs"] mod cluster;`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conflux::client::Client;
+use reqwest::{RequestBuilder, StatusCode};
+
+const TOKEN: &str = "benchmark-cluster-token-0123456789";
+
+/// Running processes, killed and reaped when dropped (also when a benchmark panics).
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running cluster: its members' client URLs, the leader's first.
+pub struct Cluster {
+    pub urls: Vec<String>,
+    _processes: Processes,
+}
+
+impl Cluster {
+    pub fn leader(&self) -> &str {
+        &self.urls[0]
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A comma-separated list of numbers from the environment, or `default`.
+pub fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().parse().unwrap()).collect()
+}
+
+async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a Conflux cluster of `size` voters; the first node initialises it and leads.
+pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
+    let mut processes = Processes(Vec::new());
+    let mut nodes = Vec::new();
+    for i in 0..size {
+        let dir = root.join(format!("conflux{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (client, peer) = (free_port(), free_port());
+        processes.0.push(
+            Command::new(env!("CARGO_BIN_EXE_conflux"))
+                .args(["serve", "--join", "--data-dir"])
+                .arg(&dir)
+                .args(["--listen", &format!("127.0.0.1:{client}"), "--peer-listen", &format!("127.0.0.1:{peer}")])
+                .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting conflux"),
+        );
+        nodes.push((format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}")));
+    }
+    let admins: Vec<Client> = nodes.iter().map(|(_, p)| Client::new(p, Some(TOKEN.into()))).collect();
+    let mut ids = Vec::new();
+    for admin in &admins {
+        ids.push(wait_for("conflux node", || async { admin.status().await.ok().map(|s| s.node_id) }).await);
+    }
+    admins[0].init().await.unwrap();
+    for i in 1..size {
+        admins[0].add_learner(ids[i], &nodes[i].1, Some(Duration::from_secs(30))).await.unwrap();
+    }
+    if size > 1 {
+        admins[0].set_voters(ids.clone()).await.unwrap();
+    }
+    Cluster { urls: nodes.into_iter().map(|(client, _)| client).collect(), _processes: processes }
+}
+
+/// Starts an etcd cluster of `size` members and waits until one leads.
+pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
+    let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
+    let mut processes = Processes(Vec::new());
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        processes.0.push(
+            Command::new("etcd")
+                .args(["--name", &format!("e{i}"), "--data-dir"])
+                .arg(root.join(format!("etcd{i}")))
+                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
+                .args(["--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting etcd (scripts/setup.sh --bench installs it)"),
+        );
+    }
+    let http = reqwest::Client::new();
+    let mut urls: Vec<String> = ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect();
+    let leader = wait_for("etcd leader", || async {
+        for (i, url) in urls.iter().enumerate() {
+            let status: serde_json::Value =
+                http.post(format!("{url}/v3/maintenance/status")).body("{}").send().await.ok()?.json().await.ok()?;
+            let leader = status["leader"].as_str()?;
+            if status["header"]["member_id"].as_str() == Some(leader) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    urls.swap(0, leader);
+    Cluster { urls, _processes: processes }
+}
+
+/// An etcd JSON-gateway put (`POST /v3/kv/put`) of `value` at `key`.
+pub fn etcd_put(http: &reqwest::Client, url: &str, key: &str, value: &str) -> RequestBuilder {
+    let body =
+        format!("{{\"key\":\"{}\",\"value\":\"{}\"}}", base64_encode(key.as_bytes()), base64_encode(value.as_bytes()));
+    http.post(format!("{url}/v3/kv/put")).body(body)
+}
+
+/// Standard base64 with padding, what etcd's JSON gateway expects for keys and values.
+pub fn base64_encode(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Requests per second and latency percentiles of one timed run.
+pub struct Measured {
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// One load: `clients` concurrent clients, each sending `request(http, client, i)` for its i-th
+/// request, back to back; every answer's status must satisfy `expect`.
+pub struct Load<F> {
+    pub clients: usize,
+    pub expect: fn(&StatusCode) -> bool,
+    pub request: F,
+}
+
+impl<F> Load<F>
+where
+    F: Fn(&reqwest::Client, usize, u64) -> RequestBuilder + Send + Sync + 'static,
+{
+    /// Runs the load for one second to warm up, then for `seconds` measured.
+    pub async fn measure(self, seconds: u64) -> Measured {
+        let (clients, expect, request) = (self.clients, self.expect, Arc::new(self.request));
+        drive(clients, expect, request.clone(), 1).await;
+        drive(clients, expect, request, seconds).await
+    }
+}
+
+async fn drive<F>(clients: usize, expect: fn(&StatusCode) -> bool, request: Arc<F>, seconds: u64) -> Measured
+where
+    F: Fn(&reqwest::Client, usize, u64) -> RequestBuilder + Send + Sync + 'static,
+{
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).tcp_nodelay(true).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let workers: Vec<_> = (0..clients)
+        .map(|worker| {
+            let (http, request) = (http.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let builder = request(&http, worker, i);
+                    let started = Instant::now();
+                    let response = builder.send().await.expect("request");
+                    let status = response.status();
+                    let body = response.bytes().await.expect("body");
+                    assert!(expect(&status), "unexpected answer {status}: {}", String::from_utf8_lossy(&body));
+                    latencies.push(started.elapsed());
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    Measured { per_second: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99) }
+}
