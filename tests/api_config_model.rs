@@ -3,30 +3,16 @@
 //! nothing; versions, diffs, hierarchy, quotas, releases (428/412), resolve (304) and audit answer
 //! as documented; retention keeps 100 versions plus those a release uses.
 
-use conflux::config::NodeConfig;
-use conflux::node::{start_node, NodeHandle};
+#[path = "support/node.rs"]
+mod support;
+
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
-use tempfile::TempDir;
-
-struct Node {
-    _dir: TempDir,
-    handle: NodeHandle,
-    http: reqwest::Client,
-}
-
-async fn node() -> Node {
-    let dir = TempDir::new().unwrap();
-    let mut config = NodeConfig::with_data_dir(dir.path().to_path_buf());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.peer_listen = "127.0.0.1:0".parse().unwrap();
-    let handle = start_node(config).await.expect("node starts");
-    Node { _dir: dir, handle, http: reqwest::Client::new() }
-}
+use support::{node, Node};
 
 impl Node {
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("http://{}{}", self.handle.client_addr, path))
+        self.http.request(method, self.client_url(path))
     }
 
     fn config(&self, method: Method, name: &str, tail: &str) -> RequestBuilder {

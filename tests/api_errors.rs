@@ -1,37 +1,12 @@
 //! The client and admin APIs of one in-process node: the happy path, every documented error
 //! status and `code`, and a barrage of malformed requests that must never produce a 5xx.
 
-use conflux::config::NodeConfig;
-use conflux::node::{start_node, NodeHandle};
+#[path = "support/node.rs"]
+mod support;
+
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
-use tempfile::TempDir;
-
-struct Node {
-    _dir: TempDir,
-    handle: NodeHandle,
-    http: reqwest::Client,
-    token: String,
-}
-
-async fn node() -> Node {
-    let dir = TempDir::new().unwrap();
-    let mut config = NodeConfig::with_data_dir(dir.path().to_path_buf());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.peer_listen = "127.0.0.1:0".parse().unwrap();
-    let handle = start_node(config).await.expect("node starts");
-    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
-    Node { _dir: dir, handle, http: reqwest::Client::new(), token }
-}
-
-impl Node {
-    fn client_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.handle.client_addr, path)
-    }
-    fn peer_url(&self, path: &str) -> String {
-        format!("http://{}{}", self.handle.peer_addr, path)
-    }
-}
+use support::{node, Node};
 
 /// Asserts a problem+json answer with this status and code.
 async fn expect_problem(response: reqwest::Response, status: StatusCode, code: &str) {

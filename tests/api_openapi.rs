@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conflux::config::NodeConfig;
-use conflux::node::{start_node, NodeHandle};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tempfile::TempDir;
+use support::{node, Node};
+
+#[path = "support/node.rs"]
+mod support;
 
 const DOCUMENT: &str = include_str!("../src/api/openapi.json");
 const ROUTERS: &str = include_str!("../src/api.rs");
@@ -17,32 +18,14 @@ const ROUTERS: &str = include_str!("../src/api.rs");
 /// The methods a route can have that the document must account for.
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
-struct Node {
-    _dir: TempDir,
-    handle: NodeHandle,
-    http: reqwest::Client,
-    token: String,
-}
-
-async fn node() -> Node {
-    let dir = TempDir::new().unwrap();
-    let mut config = NodeConfig::with_data_dir(dir.path().to_path_buf());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.peer_listen = "127.0.0.1:0".parse().unwrap();
-    let handle = start_node(config).await.expect("node starts");
-    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
-    Node { _dir: dir, handle, http: reqwest::Client::new(), token }
-}
-
 impl Node {
     /// A request to a documented path: admin paths go to the peer listener with the token.
     fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
         if path.starts_with("/admin/") {
-            let url = format!("http://{}{}", self.handle.peer_addr, path);
-            self.http.request(method, url).bearer_auth(&self.token)
+            self.http.request(method, self.peer_url(path)).bearer_auth(&self.token)
         } else {
-            self.http.request(method, format!("http://{}{}", self.handle.client_addr, path))
+            self.http.request(method, self.client_url(path))
         }
     }
 }

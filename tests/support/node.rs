@@ -1,0 +1,37 @@
+//! One in-process node (`start_node`) on a temporary data directory with both listeners on port
+//! 0, for the tests of the HTTP APIs. Each test file adds the request helpers it needs.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use conflux::config::NodeConfig;
+use conflux::node::{start_node, NodeHandle};
+use tempfile::TempDir;
+
+pub struct Node {
+    _dir: TempDir,
+    pub handle: NodeHandle,
+    pub http: reqwest::Client,
+    /// The cluster token the node created in its data directory (admin and peer calls).
+    pub token: String,
+}
+
+/// Starts a single-node cluster and returns once it answers.
+pub async fn node() -> Node {
+    let dir = TempDir::new().unwrap();
+    let mut config = NodeConfig::with_data_dir(dir.path().to_path_buf());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.peer_listen = "127.0.0.1:0".parse().unwrap();
+    let handle = start_node(config).await.expect("node starts");
+    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
+    Node { _dir: dir, handle, http: reqwest::Client::new(), token }
+}
+
+impl Node {
+    pub fn client_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.handle.client_addr, path)
+    }
+
+    pub fn peer_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.handle.peer_addr, path)
+    }
+}
