@@ -19,17 +19,28 @@ use tempfile::TempDir;
 
 use crate::cluster::{env_list, etcd_put, start_conflux, start_etcd, Load, Measured};
 
+/// Distinct keys each client cycles through.
+const KEYS_PER_CLIENT: u64 = 1000;
+
+/// Lets tenant `bench` hold every key `clients` clients write (its default quota is 10,000 configs).
+async fn allow_keys_of(leader: &str, clients: usize) {
+    let body = format!("{{\"quotas\":{{\"max_configs\":{}}}}}", clients as u64 * KEYS_PER_CLIENT);
+    let request = reqwest::Client::new().put(format!("{leader}/api/v1/tenants/bench")).body(body);
+    let response = request.send().await.expect("raising the config quota");
+    assert!(response.status().is_success(), "raising the config quota: {}", response.status());
+}
+
 #[derive(Clone, Copy)]
 enum Target {
     Conflux,
     Etcd,
 }
 
-/// `clients` clients writing 128-byte values to keys `k<client>-<n mod 1000>` at `url`.
+/// `clients` clients writing 128-byte values to keys `k<client>-<n mod KEYS_PER_CLIENT>` at `url`.
 async fn measure_writes(target: Target, url: &str, clients: usize, seconds: u64) -> Measured {
     let (url, value) = (url.to_string(), "v".repeat(128));
     let request = move |http: &reqwest::Client, worker: usize, i: u64| {
-        let key = format!("k{worker}-{}", i % 1000);
+        let key = format!("k{worker}-{}", i % KEYS_PER_CLIENT);
         match target {
             Target::Conflux => http.put(format!("{url}/api/v1/configs/bench/app/env/{key}")).body(value.clone()),
             Target::Etcd => etcd_put(http, &url, &key, &value),
@@ -53,6 +64,7 @@ async fn main() {
         let root: PathBuf = TempDir::new().unwrap().keep();
         let conflux = start_conflux(size, &root).await;
         let etcd = start_etcd(size, &root).await;
+        allow_keys_of(conflux.leader(), client_counts.iter().copied().max().unwrap_or(1)).await;
         for &clients in &client_counts {
             let c = measure_writes(Target::Conflux, conflux.leader(), clients, seconds).await;
             let e = measure_writes(Target::Etcd, etcd.leader(), clients, seconds).await;
