@@ -185,17 +185,7 @@ async fn measure_write(write: Write, leader: &str, clients: usize, seconds: u64)
 }
 
 fn row(clients: usize, conflux_name: &str, c: &Measured, etcd_name: &str, e: &Measured, extra: &str) {
-    println!(
-        "| {clients} | {conflux_name} | {:.0} | {:.2} | {:.2} | {etcd_name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |{extra}",
-        c.per_second,
-        c.p50_ms,
-        c.p99_ms,
-        e.per_second,
-        e.p50_ms,
-        e.p99_ms,
-        c.per_second / e.per_second,
-        c.p99_ms / e.p99_ms
-    );
+    println!("| {clients} | {conflux_name} | {} | {etcd_name} | {} | {} |{extra}", c.cells(), e.cells(), c.ratios(e));
 }
 
 async fn resolve_table(conflux: &Cluster, etcd: &Cluster, client_counts: &[usize], seconds: u64) {

@@ -68,17 +68,7 @@ async fn main() {
         for &clients in &client_counts {
             let c = measure_writes(Target::Conflux, conflux.leader(), clients, seconds).await;
             let e = measure_writes(Target::Etcd, etcd.leader(), clients, seconds).await;
-            println!(
-                "| {size} | {clients} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                c.per_second,
-                c.p50_ms,
-                c.p99_ms,
-                e.per_second,
-                e.p50_ms,
-                e.p99_ms,
-                c.per_second / e.per_second,
-                c.p99_ms / e.p99_ms
-            );
+            println!("| {size} | {clients} | {} | {} | {} |", c.cells(), e.cells(), c.ratios(&e));
         }
         drop(conflux);
         drop(etcd);

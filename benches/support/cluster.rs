@@ -172,6 +172,18 @@ pub struct Measured {
     pub p99_ms: f64,
 }
 
+impl Measured {
+    /// Table cells: rate, p50 and p99.
+    pub fn cells(&self) -> String {
+        format!("{:.0} | {:.2} | {:.2}", self.per_second, self.p50_ms, self.p99_ms)
+    }
+
+    /// Table cells comparing Conflux (`self`) with etcd: the rate ratio and the p99 ratio.
+    pub fn ratios(&self, etcd: &Measured) -> String {
+        format!("{:.2} | {:.2}", self.per_second / etcd.per_second, self.p99_ms / etcd.p99_ms)
+    }
+}
+
 /// One load: `clients` concurrent clients, each sending `request(http, client, i)` for its i-th
 /// request, back to back; every answer's status must satisfy `expect`.
 pub struct Load<F> {
