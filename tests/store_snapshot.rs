@@ -143,21 +143,37 @@ fn load_snapshot(dir: &Path, name: &str) -> (typ::SnapshotMeta, Vec<u8>) {
     (meta, std::fs::read(dir.join(format!("{name}.data"))).unwrap())
 }
 
-/// The child process: installs snapshot A, says "ready", then alternates B, A, B, ... until killed.
+/// The child process: installs A, B, A, B, ... until killed, printing `begin N` before and
+/// `done N` after install N (snapshot A when N is even), so the parent knows where the kill landed.
 fn install_forever(work: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = Store::open(&work.join("store")).unwrap();
         let mut sm = store.raft_storage().state_machine;
         let snapshots = [load_snapshot(work, "a"), load_snapshot(work, "b")];
-        for round in 0.. {
-            let (meta, data) = &snapshots[round % 2];
+        for install in 0usize.. {
+            let (meta, data) = &snapshots[install % 2];
+            println!("begin {install}");
             sm.install_snapshot(meta, Box::new(std::io::Cursor::new(data.clone()))).await.unwrap();
-            if round == 0 {
-                println!("ready");
-            }
+            println!("done {install}");
         }
     });
+}
+
+/// Where a kill landed, from the child's last progress line.
+enum KilledAt {
+    /// Inside an install: the state must be the old snapshot or the new one, whole.
+    DuringInstall,
+    /// After install N finished and before the next began: the state must be snapshot N.
+    Between(usize),
+}
+
+fn snapshot_name(install: usize) -> &'static str {
+    if install.is_multiple_of(2) {
+        "a"
+    } else {
+        "b"
+    }
 }
 
 #[test]
@@ -173,31 +189,45 @@ fn a_process_killed_while_installing_a_snapshot_keeps_old_or_new_state() {
         save_snapshot(work.path(), "b", build_snapshot_of("b").await);
     });
     let exe = std::env::current_exe().unwrap();
-    let mut seen_b = false;
-    for round in 0..6u64 {
+    let mut kills_inside_an_install = 0;
+    for round in 0..20u64 {
         let mut child = Process::new(&exe)
             .args(["--exact", "a_process_killed_while_installing_a_snapshot_keeps_old_or_new_state", "--nocapture"])
             .env(CHILD_DIR_ENV, work.path())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert!(lines.any(|l| l.map(|l| l.contains("ready")).unwrap_or(false)), "child never became ready");
-        std::thread::sleep(Duration::from_millis(17 * round + 5));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+        // Wait until B has been installed once, so the kill lands in the alternation.
+        assert!(lines.any(|l| l == "done 1"), "round {round}: the child never installed B");
+        std::thread::sleep(Duration::from_millis(7 * round % 60 + 1));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        let last = lines.filter(|l| l.starts_with("begin ") || l.starts_with("done ")).last();
+        let killed_at = match last.as_deref().and_then(|l| l.split_once(' ')) {
+            Some(("begin", _)) => KilledAt::DuringInstall,
+            Some((_, n)) => KilledAt::Between(n.parse().unwrap()),
+            None => KilledAt::Between(1),
+        };
 
         let store = Store::open(&work.path().join("store")).unwrap();
         let state = dump(&store);
         let prefix = if state.first().is_some_and(|(name, _, _)| name.starts_with('b')) { "b" } else { "a" };
-        seen_b |= prefix == "b";
         assert_eq!(state.len() as u64, SNAPSHOT_KEYS, "round {round}: a partial install is visible");
         let content = prefix.repeat(1000).into_bytes();
         assert!(
             state.iter().all(|(name, _, c)| name.starts_with(prefix) && *c == content),
             "round {round}: state mixes snapshots"
         );
+        if let KilledAt::Between(install) = killed_at {
+            assert_eq!(prefix, snapshot_name(install), "round {round}: a finished install was lost");
+        } else {
+            kills_inside_an_install += 1;
+        }
         drop(store);
+        if kills_inside_an_install >= 3 {
+            break;
+        }
     }
-    assert!(seen_b, "the kill never landed after the second install began; the test proved nothing");
+    assert!(kills_inside_an_install > 0, "no kill landed inside an install; the test proved nothing");
 }
