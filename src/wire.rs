@@ -397,3 +397,131 @@ pub struct Membership {
     pub learners: BTreeMap<NodeId, String>,
     pub log_index: u64,
 }
+
+/// What a watching client holds of one config: a version number (0: it knows the config is
+/// absent), optionally with the checksum it was handed, which tells a config recreated after a
+/// forced delete (numbered from 1 again) from the one the client holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Held {
+    Version(u64),
+    Exact {
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
+}
+
+impl Held {
+    pub fn version(&self) -> u64 {
+        match self {
+            Held::Version(version) | Held::Exact { version, .. } => *version,
+        }
+    }
+
+    pub fn checksum(&self) -> Option<&str> {
+        match self {
+            Held::Version(_) => None,
+            Held::Exact { checksum, .. } => checksum.as_deref(),
+        }
+    }
+}
+
+/// `POST /api/v1/watch` and `POST /api/v1/watch/stream` body: who is watching, what it holds,
+/// and the last revision it saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRequest {
+    pub tenant: String,
+    pub app: String,
+    pub env: String,
+    /// The configs to watch; absent means every config of the env, including ones created later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// What the client holds, by config name. A config it does not name here is new to it.
+    #[serde(default)]
+    pub known: BTreeMap<String, Held>,
+    /// The `revision` of the last answer: the node first applies at least this much.
+    #[serde(default)]
+    pub since_revision: u64,
+    /// How long a long-poll may be parked before it answers with no changes (default 30 s,
+    /// 1 s to 300 s; the node adds up to 1/16 of it as jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Contents up to this size travel in the answer (default 64 KiB, at most 1 MiB; 0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_max_bytes: Option<u64>,
+    /// Streams only: how often a `progress` event is sent while nothing changes (default 5 s,
+    /// 100 ms to 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_ms: Option<u64>,
+}
+
+/// One config whose resolved version differs from what the client holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchChange {
+    pub config: String,
+    pub format: String,
+    pub version: u64,
+    /// `sha256:<hex>`.
+    pub checksum: String,
+    pub size: u64,
+    pub release: u64,
+    /// The content, when it is no larger than the request's `inline_max_bytes`; otherwise fetch
+    /// it with resolve, passing this answer's `revision` as `min_revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// A watch answer (and the data of a stream's `changes` event). An empty `changes` and
+/// `deleted` means the long-poll timed out with nothing new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchAnswer {
+    /// Send it back as `since_revision` (or the stream's `Last-Event-ID`).
+    pub revision: u64,
+    pub changes: Vec<WatchChange>,
+    /// Configs the client holds that no longer exist: hold them as version 0.
+    pub deleted: Vec<String>,
+}
+
+/// A stream's `progress` event: nothing changed up to this revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchProgress {
+    pub revision: u64,
+}
+
+/// One live watcher of a config, as `GET …/configs/{c}/clients` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigWatcher {
+    /// `None` for a client that sent no `client_id`.
+    pub client_id: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// The version it holds (0: none, or it knows the config is absent).
+    pub version: u64,
+    /// The node it watches through.
+    pub node: NodeId,
+    /// When this client started watching the config on that node, in ms since the Unix epoch.
+    pub since_ms: u64,
+    /// Whether a watch request of it is open right now (a long-poll client is briefly between
+    /// requests after each answer).
+    pub connected: bool,
+}
+
+/// `GET …/configs/{c}/clients`: the watchers of one config on the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigWatchers {
+    pub config: String,
+    /// Up to `limit` watchers ordered by (client id, node); `next_cursor` continues.
+    pub watchers: Vec<ConfigWatcher>,
+    /// Watchers per held version over all of them (not only this page), version as a string.
+    pub versions: BTreeMap<String, u64>,
+    pub total: u64,
+    /// Members that did not answer; their watchers are missing from the list and the counts.
+    pub unreachable: Vec<NodeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
