@@ -105,6 +105,59 @@ pub struct CommandBatch {
     pub commands: Vec<Command>,
 }
 
+/// The configs a change can alter what clients resolve for: one config, or every config under a
+/// tenant, app or env (forced deletes). Watchers of configs outside it need not look again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(String),
+    App { tenant: String, app: String },
+    Env(Namespace),
+    Config(ConfigKey),
+}
+
+impl Scope {
+    pub fn contains(&self, key: &ConfigKey) -> bool {
+        match self {
+            Scope::Tenant(tenant) => key.tenant == *tenant,
+            Scope::App { tenant, app } => key.tenant == *tenant && key.app == *app,
+            Scope::Env(namespace) => key.tenant == namespace.tenant && key.app == namespace.app && key.env == namespace.env,
+            Scope::Config(config) => key == config,
+        }
+    }
+
+    /// The smallest key the scope contains, where an ordered scan over keys starts.
+    pub fn first_key(&self) -> ConfigKey {
+        let key = |tenant: &str, app: &str, env: &str, name: &str| ConfigKey {
+            tenant: tenant.into(),
+            app: app.into(),
+            env: env.into(),
+            name: name.into(),
+        };
+        match self {
+            Scope::Tenant(tenant) => key(tenant, "", "", ""),
+            Scope::App { tenant, app } => key(tenant, app, "", ""),
+            Scope::Env(ns) => key(&ns.tenant, &ns.app, &ns.env, ""),
+            Scope::Config(config) => config.clone(),
+        }
+    }
+}
+
+impl Change {
+    /// What this change may alter for resolving clients; `None` for changes that never do
+    /// (creating or describing a level, schemas). Only deletes of whole levels reach past one config.
+    pub fn scope(&self) -> Option<Scope> {
+        match self {
+            Change::DeleteTenant { tenant, .. } => Some(Scope::Tenant(tenant.clone())),
+            Change::DeleteApp { tenant, app, .. } => Some(Scope::App { tenant: tenant.clone(), app: app.clone() }),
+            Change::DeleteEnv { namespace, .. } => Some(Scope::Env(namespace.clone())),
+            Change::WriteVersion { key, .. } | Change::DeleteConfig { key, .. } | Change::SetRelease { key, .. } => {
+                Some(Scope::Config(key.clone()))
+            }
+            Change::PutTenant { .. } | Change::PutApp { .. } | Change::PutEnv { .. } | Change::SetSchema { .. } => None,
+        }
+    }
+}
+
 impl Command {
     /// Roughly how many bytes this command adds to a log entry.
     pub fn size_hint(&self) -> usize {

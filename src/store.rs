@@ -9,10 +9,12 @@
 //! earlier record is durable.
 
 mod apply;
+pub mod feed;
 mod keys;
 pub mod log_store;
 mod reads;
 pub mod state_machine;
+pub mod views;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub use apply::checksum;
 pub use log_store::LogStore;
 pub use reads::Page;
 pub use state_machine::StateMachineStore;
+pub use views::{ConfigView, LiveRelease, VersionBody};
 
 use crate::types::NodeId;
 
@@ -50,6 +53,7 @@ const ALL_CFS: [&str; 5] = [CF_META, CF_LOGS, CF_SM_META, CF_SM_DATA, CF_SNAPSHO
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    feed: Arc<feed::AppliedFeed>,
 }
 
 /// Everything openraft needs from storage, built from one [`Store`].
@@ -68,7 +72,7 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
-        let store = Store { db: Arc::new(db) };
+        let store = Store { db: Arc::new(db), feed: Arc::default() };
         store.ensure_node_id()?;
         Ok(store)
     }
@@ -77,8 +81,13 @@ impl Store {
     pub fn raft_storage(&self) -> RaftStorage {
         RaftStorage {
             log_store: LogStore::new(self.db.clone()),
-            state_machine: StateMachineStore::new(self.db.clone()),
+            state_machine: StateMachineStore::new(self.db.clone(), self.feed.clone()),
         }
+    }
+
+    /// Every apply of the state machine from now on: its revision and what it may have changed.
+    pub fn subscribe_applied(&self) -> tokio::sync::mpsc::UnboundedReceiver<feed::Applied> {
+        self.feed.subscribe()
     }
 
     pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {

@@ -25,10 +25,10 @@ const MAX_BATCH_CONFIGS: usize = 1000;
 fn to_wire(key: &ConfigKey, resolution: Resolution, revision: u64) -> wire::Resolved {
     wire::Resolved {
         config: key.name.clone(),
-        format: resolution.meta.format.name().to_string(),
-        version: resolution.meta.version,
-        checksum: checksum(&resolution.meta.checksum),
-        content: String::from_utf8_lossy(&resolution.content).into_owned(),
+        format: resolution.body.meta.format.name().to_string(),
+        version: resolution.body.meta.version,
+        checksum: checksum(&resolution.body.meta.checksum),
+        content: String::from_utf8_lossy(&resolution.body.content).into_owned(),
         release: resolution.release,
         rule: wire::MatchedRule {
             index: resolution.rule_index,
@@ -56,8 +56,8 @@ pub async fn one(
         .ok_or_else(|| ApiError::NotFound(format!("config {key}")))?;
     // The checksum is part of the tag: a config deleted with its env and written again restarts at
     // version 1, and a client holding the old version 1 must not be told it is current.
-    let short_sum = resolution.meta.checksum.get(..16).unwrap_or_default();
-    let etag = format!("\"v{}-{short_sum}\"", resolution.meta.version);
+    let short_sum = resolution.body.meta.checksum.get(..16).unwrap_or_default();
+    let etag = format!("\"v{}-{short_sum}\"", resolution.body.meta.version);
     let etag_value = HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     let revision_header = (HeaderName::from_static("x-conflux-revision"), HeaderValue::from(revision));
     if request::if_none_match(&headers, &etag) {

@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -12,6 +13,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 use super::apply::{EntryApplier, Overlay};
+use super::feed::{Applied, AppliedFeed, Touched};
 use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
 use crate::command::{CommandBatch, CommandResponse};
 use crate::types::{typ, TypeConfig};
@@ -20,6 +22,7 @@ use crate::types::{typ, TypeConfig};
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<DB>,
+    feed: Arc<AppliedFeed>,
 }
 
 /// What a snapshot's bytes hold: every key and value of the state-machine data.
@@ -44,8 +47,8 @@ fn write_err(e: impl std::error::Error + 'static) -> typ::StorageError {
 }
 
 impl StateMachineStore {
-    pub(super) fn new(db: Arc<DB>) -> Self {
-        StateMachineStore { db }
+    pub(super) fn new(db: Arc<DB>, feed: Arc<AppliedFeed>) -> Self {
+        StateMachineStore { db, feed }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -156,11 +159,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut overlay = Overlay::new(&self.db);
         let mut responses = Vec::new();
         let mut last_applied = None;
+        let watched = self.feed.has_subscribers();
+        let mut scopes = Vec::new();
         for entry in entries {
             last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(CommandBatch { time_ms, commands }) => {
+                    if watched {
+                        scopes.extend(commands.iter().filter_map(|c| c.change.scope()));
+                    }
                     let mut applier = EntryApplier::new(&mut overlay, entry.log_id.index, time_ms);
                     commands
                         .into_iter()
@@ -180,6 +188,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut batch = overlay.batch;
             batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&last_applied));
             self.db.write(batch).map_err(write_err)?;
+            if !scopes.is_empty() {
+                let revision = last_applied.map_or(0, |id| id.index);
+                self.feed.publish(Applied { revision, touched: Touched::Scopes(scopes), at: Instant::now() });
+            }
         }
         Ok(responses)
     }
@@ -205,6 +217,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| typ::StorageError::from(typ::StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
         installed.map_err(|e| typ::StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         crate::metrics::global().snapshots_installed.inc();
+        let revision = meta.last_log_id.map_or(0, |id| id.index);
+        self.feed.publish(Applied { revision, touched: Touched::Everything, at: Instant::now() });
         Ok(())
     }
 
