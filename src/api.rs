@@ -1,5 +1,5 @@
 //! HTTP routers: the client API (tenants, apps, envs, configs and their versions, schemas and
-//! releases, resolve, audit, metrics, health) on the client listener, and the admin
+//! releases, resolve, watch, audit, metrics, health) on the client listener, and the admin
 //! API on the peer listener behind the cluster token. Handlers live in the submodules; the only
 //! status-code mapping is in `problem`.
 
@@ -14,6 +14,7 @@ pub mod problem;
 pub mod releases;
 pub mod request;
 pub mod resolve;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -58,6 +59,9 @@ pub fn client_router(state: ApiState) -> Router {
         .route(&config("/release/rollback"), post(releases::rollback))
         .route(&config("/releases"), get(releases::history))
         .route(&config("/releases/{number}"), get(releases::one))
+        .route(&config("/clients"), get(watch::clients))
+        .route("/api/v1/watch", post(watch::long_poll))
+        .route("/api/v1/watch/stream", post(watch::stream))
         .route("/api/v1/resolve/{tenant}/{app}/{env}/{name}", get(resolve::one))
         .route("/api/v1/resolve/{tenant}/{app}/{env}", post(resolve::many))
         .route("/api/v1/tenants", get(hierarchy::list_tenants))

@@ -50,6 +50,12 @@ pub struct NodeConfig {
     /// Log entries kept below the snapshot so briefly lagging followers catch up by log.
     #[arg(long, env = "CONFLUX_KEEP_LOGS", default_value_t = 1000)]
     pub keep_logs: u64,
+    /// Open watch requests and streams one tenant may have on this node; more get 429.
+    #[arg(long, env = "CONFLUX_MAX_WATCHERS_PER_TENANT", default_value_t = 10_000)]
+    pub max_watchers_per_tenant: usize,
+    /// Configs one watch may cover (named, or a whole env).
+    #[arg(long, env = "CONFLUX_MAX_CONFIGS_PER_WATCH", default_value_t = 1000)]
+    pub max_configs_per_watch: usize,
 }
 
 /// A setting that cannot work, named so the user knows what to change.
@@ -76,6 +82,16 @@ impl NodeConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Watcher bounds; a node that knows no leader for two maximal election timeouts sends its
+    /// watchers elsewhere.
+    pub fn watch_limits(&self) -> crate::watch::WatchLimits {
+        crate::watch::WatchLimits {
+            max_watchers_per_tenant: self.max_watchers_per_tenant,
+            max_configs_per_watch: self.max_configs_per_watch.max(1),
+            leaderless_grace: Duration::from_millis(self.election_timeout_max_ms.saturating_mul(2)),
+        }
     }
 
     /// Checks relations between settings and builds openraft's configuration.

@@ -31,3 +31,5 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "server")]
 pub mod types;
+#[cfg(feature = "server")]
+pub mod watch;

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub storage_size_bytes: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
+    pub watchers: IntGauge,
+    pub watch_notify_seconds: Histogram,
+    pub watch_responses: IntCounterVec,
 }
 
 const STATES: [&str; 5] = ["Leader", "Follower", "Candidate", "Learner", "Shutdown"];
@@ -102,6 +105,29 @@ impl Metrics {
                     HistogramOpts::new("conflux_http_request_duration_seconds", "HTTP request latency")
                         .buckets(latency_buckets),
                     &["route", "status"],
+                )
+                .expect("valid metric"),
+            ),
+            watchers: gauge("conflux_watchers", "Open watch sessions (long-polls and streams) on this node"),
+            watch_notify_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "conflux_watch_notify_seconds",
+                        "From this node's apply of a change to the watch answer carrying it",
+                    )
+                    .buckets(vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                )
+                .expect("valid metric"),
+            ),
+            watch_responses: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "conflux_watch_responses_total",
+                        "Watch answers and stream events by outcome: changed, timeout (or progress), unavailable, refused",
+                    ),
+                    &["outcome"],
                 )
                 .expect("valid metric"),
             ),

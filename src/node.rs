@@ -18,6 +18,7 @@ use crate::network::{self, ClusterIdentity, PeerClient};
 use crate::service::{Service, ServiceTimeouts};
 use crate::store::Store;
 use crate::types::typ;
+use crate::watch::WatchHub;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +133,11 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let timeouts = ServiceTimeouts { request: config.request_timeout(), leader_wait: config.request_timeout() / 2 };
-    let service = Service::new(raft.clone(), store, peers, timeouts, advertise_peer, committed_index);
+    let (stop, stopped) = watch::channel(false);
+    let watchers = WatchHub::start(store.clone(), &raft, node_id, config.watch_limits(), stopped.clone());
+    let service = Service::new(raft.clone(), store, peers, timeouts, advertise_peer, committed_index, watchers);
 
     let state = ApiState { service: service.clone(), max_body_bytes: config.max_body_bytes };
-    let (stop, stopped) = watch::channel(false);
     let peer_app = network::server::router(service.clone()).merge(api::admin_router(state.clone()));
     let servers = vec![
         serve(client_listener, api::client_router(state), stopped.clone()),

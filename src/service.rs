@@ -6,6 +6,7 @@ pub mod membership;
 pub mod read_barrier;
 pub mod resolve;
 pub mod schemas;
+pub mod watchers;
 pub mod write_batcher;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use crate::model::{ConfigKey, ConfigRecord};
 use crate::network::{PeerCallError, PeerClient};
 use crate::store::{Store, StoreError};
 use crate::types::{typ, NodeId};
+use crate::watch::WatchHub;
 use read_barrier::ReadBarrier;
 use schemas::SchemaCache;
 use write_batcher::{Rejected, WriteBatcher};
@@ -77,6 +79,7 @@ pub struct Service {
     pub advertise_peer: String,
     pub committed_index: Arc<AtomicU64>,
     pub schemas: SchemaCache,
+    pub watch: Arc<WatchHub>,
     reads: ReadBarrier,
     writes: WriteBatcher,
 }
@@ -89,11 +92,23 @@ impl Service {
         timeouts: ServiceTimeouts,
         advertise_peer: String,
         committed_index: Arc<AtomicU64>,
+        watch: Arc<WatchHub>,
     ) -> Arc<Service> {
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
         let writes = WriteBatcher::start(raft.clone(), timeouts.request);
         let schemas = SchemaCache::default();
-        Arc::new(Service { raft, store, peers, timeouts, advertise_peer, committed_index, schemas, reads, writes })
+        Arc::new(Service {
+            raft,
+            store,
+            peers,
+            timeouts,
+            advertise_peer,
+            committed_index,
+            schemas,
+            watch,
+            reads,
+            writes,
+        })
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -12,6 +12,7 @@ use crate::model::schema::{SchemaError, Violation};
 use crate::model::ModelError;
 use crate::service;
 use crate::store::StoreError;
+use crate::watch::{Availability, WatchError};
 use crate::wire::{Problem, ProblemDetail};
 
 /// Everything a client or admin request can fail with.
@@ -63,6 +64,10 @@ pub enum ApiError {
     QuotaExceeded(String),
     #[error("this node had applied revision {applied}, not {wanted}, within {millis} ms; retry or ask another node")]
     RevisionWaitTimeout { wanted: u64, applied: u64, millis: u64 },
+    #[error("{0}")]
+    TooManyWatchers(String),
+    #[error("{detail}")]
+    Unavailable { code: &'static str, detail: String },
     #[error("missing or wrong cluster token: send Authorization: Bearer <token>")]
     Unauthorized,
     #[error("no route for {0}")]
@@ -135,6 +140,8 @@ impl ApiError {
             ApiError::ConfigTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "config_too_large"),
             ApiError::QuotaExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "quota_exceeded"),
             ApiError::RevisionWaitTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "revision_wait_timeout"),
+            ApiError::TooManyWatchers(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_watchers"),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -155,8 +162,9 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem document this error answers with (also sent in a watch stream's last event).
+    pub fn problem(&self) -> Problem {
         let (status, code) = self.status_and_code();
         let detail = if status.is_server_error() && matches!(self, ApiError::Service(service::Error::Storage(_))) {
             tracing::error!(error = %self, "request failed");
@@ -164,19 +172,58 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let problem = Problem {
+        Problem {
             kind: format!("https://conflux.dev/problems/{code}"),
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             code: code.to_string(),
             detail,
             errors: self.details(),
+        }
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::Unavailable(availability) => ApiError::unavailable(availability),
+            WatchError::TooManyWatchers { .. } => ApiError::TooManyWatchers(e.to_string()),
+            WatchError::NotFound(key) => ApiError::NotFound(format!("config {key}")),
+            WatchError::NoEnv(namespace) => ApiError::NotFound(format!("env {namespace}")),
+            WatchError::TooManyConfigs { .. } => {
+                ApiError::BadRequest { code: "too_many_configs", detail: e.to_string() }
+            }
+            WatchError::Name(e) => ApiError::Name(e),
+            WatchError::Service(e) => ApiError::Service(e),
+        }
+    }
+}
+
+impl ApiError {
+    /// A node that cannot serve watchers right now; its watchers should go to another node.
+    pub fn unavailable(availability: Availability) -> ApiError {
+        let (code, why) = match availability {
+            Availability::ShuttingDown => ("shutting_down", "this node is shutting down"),
+            Availability::NoLeader | Availability::Serving => {
+                ("no_leader", "this node has known no leader for a while, so its state may be stale")
+            }
         };
+        ApiError::Unavailable { code, detail: format!("{why}; watch through another node") }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

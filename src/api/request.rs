@@ -94,7 +94,7 @@ pub fn pagination(params: &HashMap<String, String>) -> Result<Pagination, ApiErr
     Ok(Pagination { limit, cursor: params.get("cursor").filter(|c| !c.is_empty()).cloned() })
 }
 
-fn bad_cursor(cursor: &str) -> ApiError {
+pub fn bad_cursor(cursor: &str) -> ApiError {
     ApiError::BadRequest {
         code: "invalid_cursor",
         detail: format!("cursor {cursor:?} is not one this listing gave out; pass next_cursor from the previous page"),

@@ -1,6 +1,6 @@
 //! The peer listener's node-to-node routes: Raft RPCs (append, vote, snapshot), writes and
-//! read-index requests forwarded by followers, membership changes forwarded to the leader, and a
-//! ping for health probes. Every call must pass [`ClusterIdentity`] checks first. Bodies are
+//! read-index requests forwarded by followers, membership changes forwarded to the leader, each
+//! node's watchers of a config (for the cluster-wide list), and a ping for health probes. Every call must pass [`ClusterIdentity`] checks first. Bodies are
 //! bincode; no concurrency limit is applied here (Raft traffic must never queue behind clients).
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use super::identity::IdentityError;
 use super::{BINCODE, HEADER_CLUSTER_ID, HEADER_TARGET_NODE};
 use crate::command::{Command, CommandResponse};
 use crate::service::membership::{MembershipChange, MembershipOutcome, PATH_FORWARD_ADMIN, PATH_PING};
+use crate::service::watchers::{WatchersQuery, PATH_WATCHERS};
 use crate::service::{self, Service, PATH_FORWARD_WRITE, PATH_READ_INDEX};
 use crate::types::{typ, NodeId};
 
@@ -36,6 +37,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_FORWARD_ADMIN, post(forwarded_membership_change))
         .route(PATH_PING, post(ping))
+        .route(PATH_WATCHERS, post(watchers))
         .layer(middleware::from_fn_with_state(service.clone(), check_identity))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PEER_BODY_BYTES))
         .with_state(service)
@@ -122,6 +124,14 @@ async fn forwarded_membership_change(State(service): State<Arc<Service>>, body: 
     };
     let result: Result<MembershipOutcome, service::Error> = service.change_membership_as_leader(change).await;
     reply(&result)
+}
+
+/// This node's watchers of one config, for a member assembling the cluster-wide list.
+async fn watchers(State(service): State<Arc<Service>>, body: Bytes) -> Response {
+    match decode::<WatchersQuery>(&body) {
+        Ok(query) => reply(&service.local_watchers(&query)),
+        Err(refusal) => refusal,
+    }
 }
 
 async fn ping(State(service): State<Arc<Service>>) -> Response {

@@ -17,16 +17,27 @@ pub struct Node {
 
 /// Starts a single-node cluster and returns once it answers.
 pub async fn node() -> Node {
+    node_with(|_| {}).await
+}
+
+/// [`node`], with settings changed by `adjust` first.
+pub async fn node_with(adjust: impl FnOnce(&mut NodeConfig)) -> Node {
     let dir = TempDir::new().unwrap();
     let mut config = NodeConfig::with_data_dir(dir.path().to_path_buf());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.peer_listen = "127.0.0.1:0".parse().unwrap();
+    adjust(&mut config);
     let handle = start_node(config).await.expect("node starts");
     let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
     Node { _dir: dir, handle, http: reqwest::Client::new(), token }
 }
 
 impl Node {
+    /// Stops the node (its data directory goes after).
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+    }
+
     pub fn client_url(&self, path: &str) -> String {
         format!("http://{}{}", self.handle.client_addr, path)
     }
