@@ -11,6 +11,7 @@ pub mod configs;
 pub mod hierarchy;
 pub mod output;
 pub mod releases;
+pub mod watch;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -182,6 +183,17 @@ pub enum Command {
     ///   conflux resolve acme/shop/prod --all --labels region=eu --client-id web-1
     #[command(verbatim_doc_comment)]
     Resolve(releases::ResolveArgs),
+    /// Print the changes to what a client receives from tenant/app/env as they happen
+    ///
+    /// One line per new version, release change that moves this client, or deletion (--json:
+    /// one JSON object per line), until interrupted. Without config names, watches every config
+    /// of the env, including ones created later. --endpoint takes several nodes, separated by
+    /// commas: the watch moves to the next one when a node fails.
+    ///
+    /// Example:
+    ///   conflux watch acme/shop/prod database --labels canary=true --client-id web-1
+    #[command(verbatim_doc_comment)]
+    Watch(watch::WatchArgs),
     /// Read a tenant's audit log, oldest first
     ///
     /// Example:
@@ -413,6 +425,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Schema { target, command } => configs::schema(&target.client(), command).await?,
         Command::Release { target, command } => releases::release(&target.client(), command).await?,
         Command::Resolve(args) => releases::resolve(args).await?,
+        Command::Watch(args) => watch::watch(args).await?,
         Command::Audit(args) => hierarchy::audit(args).await?,
         Command::Tenant { target, command } => hierarchy::tenant(&target.client(), command).await?,
         Command::App { target, command } => hierarchy::app(&target.client(), command).await?,

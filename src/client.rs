@@ -10,6 +10,7 @@
 mod hierarchy;
 mod history;
 mod releases;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use reqwest::{header, Method, StatusCode};
 
 use crate::wire::{self, NodeId};
+
+pub use watch::{WatchSpec, Watcher};
 
 /// A failed call: the transport, a problem document from the node, or an unexpected answer.
 #[derive(Debug, thiserror::Error)]
