@@ -1,6 +1,6 @@
 //! What the benchmarks share: real `conflux serve` and `etcd` clusters on loopback (killed when
-//! dropped), and the client-side load driver that runs concurrent HTTP clients for a fixed time
-//! and reports throughput and latency percentiles.
+//! dropped, their memory readable), and the client-side load driver that runs concurrent HTTP
+//! clients for a fixed time and reports throughput and latency percentiles.
 //!
 //! Not a benchmark itself: each bench includes it with `#[path = "support/cluster.rs"] mod cluster;`.
 
@@ -29,13 +29,26 @@ impl Drop for Processes {
 /// A running cluster: its members' client URLs, the leader's first.
 pub struct Cluster {
     pub urls: Vec<String>,
-    _processes: Processes,
+    processes: Processes,
 }
 
 impl Cluster {
     pub fn leader(&self) -> &str {
         &self.urls[0]
     }
+
+    /// Each member process's resident memory (`VmRSS`) in MiB, in start order.
+    #[allow(dead_code)] // not every bench reads memory
+    pub fn rss_mib(&self) -> Vec<f64> {
+        self.processes.0.iter().map(|child| rss_mib(child.id())).collect()
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading a member's /proc status");
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS in /proc status");
+    let kib: f64 = line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB");
+    kib / 1024.0
 }
 
 fn free_port() -> u16 {
@@ -47,7 +60,8 @@ pub fn env_list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().parse().unwrap()).collect()
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` every 50 ms until it yields a value; panics after 60 s.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -96,7 +110,7 @@ pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
     if size > 1 {
         admins[0].set_voters(ids.clone()).await.unwrap();
     }
-    Cluster { urls: nodes.into_iter().map(|(client, _)| client).collect(), _processes: processes }
+    Cluster { urls: nodes.into_iter().map(|(client, _)| client).collect(), processes }
 }
 
 /// Starts an etcd cluster of `size` members and waits until one leads.
@@ -137,7 +151,7 @@ pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
     })
     .await;
     urls.swap(0, leader);
-    Cluster { urls, _processes: processes }
+    Cluster { urls, processes }
 }
 
 /// An etcd JSON-gateway put (`POST /v3/kv/put`) of `value` at `key`.
@@ -237,6 +251,11 @@ where
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1000.0;
+    let pct = |p: f64| percentile_ms(&all, p);
     Measured { per_second: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99) }
+}
+
+/// The `p` quantile (0 to 1) of `sorted` (ascending, not empty), in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
