@@ -120,7 +120,9 @@ impl Scope {
         match self {
             Scope::Tenant(tenant) => key.tenant == *tenant,
             Scope::App { tenant, app } => key.tenant == *tenant && key.app == *app,
-            Scope::Env(namespace) => key.tenant == namespace.tenant && key.app == namespace.app && key.env == namespace.env,
+            Scope::Env(namespace) => {
+                key.tenant == namespace.tenant && key.app == namespace.app && key.env == namespace.env
+            }
             Scope::Config(config) => key == config,
         }
     }

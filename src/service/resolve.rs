@@ -43,7 +43,10 @@ pub fn resolve_in(
     let rule =
         current.rules.get(rule_index).cloned().ok_or_else(|| Error::Storage(format!("rule {rule_index} of {key}")))?;
     let body = current.versions.get(&rule.version).cloned().ok_or_else(|| {
-        Error::Storage(format!("release {} of {key} names version {} which is not stored", current.number, rule.version))
+        Error::Storage(format!(
+            "release {} of {key} names version {} which is not stored",
+            current.number, rule.version
+        ))
     })?;
     Ok(Some(Resolution { body, release: current.number, rule_index, rule }))
 }
