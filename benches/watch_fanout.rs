@@ -5,9 +5,10 @@
 //! clusters on loopback:
 //! - Conflux: N long-poll watchers of one config, spread round-robin over the nodes, each on its
 //!   own HTTP/1.1 connection, `POST /api/v1/watch` with the version they hold. Once the nodes'
-//!   `conflux_watchers` gauges count all of them, one `PUT /api/v1/configs/...` on the leader,
-//!   and every watcher's answer must name the new version. They then park again with it, for
-//!   `BENCH_ROUNDS` publishes.
+//!   `conflux_watchers` gauges count all of them, a new version is written (untimed: a version
+//!   alone reaches no client) and one publish of it (`POST …/release/publish`) is timed on the
+//!   leader; every watcher's answer must name the new version. They then park again with it,
+//!   for `BENCH_ROUNDS` publishes.
 //! - etcd: N watch streams of one key through the JSON gateway (`POST /v3/watch`), spread over
 //!   the members; once etcd has confirmed every one, one put (`POST /v3/kv/put`) on the leader,
 //!   and every stream must deliver its event. The streams stay open across publishes.
@@ -203,9 +204,16 @@ async fn watch_once(http: reqwest::Client, url: String, request: WatchRequest) -
     }
 }
 
+/// Writes `content` as the config's next version (untimed: a new version reaches no client by
+/// itself), then publishes it to everyone, which is the timed write the watchers are told of.
 async fn publish_conflux(writer: &Client, content: &str) -> (Publish, WriteResult) {
-    let (publish, written) = timed(writer.put(KEY, content.as_bytes().to_vec(), PutOptions::default())).await;
-    (publish, written.expect("publishing the watched config"))
+    let bytes = content.as_bytes().to_vec();
+    let mut written = writer.put(KEY, bytes, PutOptions::default()).await.expect("writing a version");
+    let current = writer.get_release(KEY).await.expect("reading the release").number;
+    let publish = conflux::wire::Publish { version: written.version, message: None };
+    let (timing, released) = timed(writer.publish_release(KEY, &publish, current)).await;
+    written.revision = released.expect("publishing the version").revision;
+    (timing, written)
 }
 
 async fn conflux_fanout(nodes: usize, watchers: usize, rounds: usize, root: &Path) -> Fanout {
