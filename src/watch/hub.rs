@@ -20,6 +20,14 @@ use crate::store::feed::{Applied, Touched};
 use crate::store::{ConfigView, Store, StoreError};
 use crate::types::{typ, NodeId};
 
+/// How often a leader confirms with a quorum that it still leads, and how long it waits.
+const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether this node still leads: a quorum answered a heartbeat round within [`LEADERSHIP_CHECK`].
+async fn confirm_leadership(raft: &typ::Raft) -> bool {
+    matches!(tokio::time::timeout(LEADERSHIP_CHECK, raft.ensure_linearizable()).await, Ok(Ok(_)))
+}
+
 /// Bounds on what watchers may hold on one node.
 #[derive(Debug, Clone)]
 pub struct WatchLimits {
@@ -143,7 +151,7 @@ impl WatchHub {
             next_id: AtomicU64::new(1),
         });
         tokio::spawn(hub.clone().follow_applies(applies, stopped.clone()));
-        tokio::spawn(hub.clone().follow_raft(raft.metrics(), stopped));
+        tokio::spawn(hub.clone().follow_raft(raft.clone(), stopped));
         hub
     }
 
@@ -328,42 +336,47 @@ impl WatchHub {
         }
     }
 
-    /// Tracks the applied revision and the leader; after `leaderless_grace` without a leader the
-    /// node stops serving watchers (its state may be stale), and it stops for good on shutdown.
-    async fn follow_raft(
-        self: Arc<Self>,
-        mut raft: watch::Receiver<typ::RaftMetrics>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
+    /// Tracks the applied revision and the leader. A node that knows no leader for
+    /// `leaderless_grace` stops serving watchers (its state may be stale); so does a leader that
+    /// has not confirmed its leadership with a quorum for that long (a leader partitioned away
+    /// keeps believing it leads). It stops for good on shutdown.
+    async fn follow_raft(self: Arc<Self>, raft: typ::Raft, mut stopped: watch::Receiver<bool>) {
+        let mut metrics = raft.metrics();
+        let me = metrics.borrow().id;
         let mut leaderless_since: Option<Instant> = Some(Instant::now());
+        let mut confirmed_at = Instant::now();
+        let mut was_leader = false;
+        let mut tick = tokio::time::interval(LEADERSHIP_CHECK);
         loop {
             let (leader, applied) = {
-                let metrics = raft.borrow_and_update();
-                (metrics.current_leader, metrics.last_applied.map_or(0, |l| l.index))
+                let m = metrics.borrow_and_update();
+                (m.current_leader, m.last_applied.map_or(0, |l| l.index))
             };
             self.applied.fetch_max(applied, Ordering::Relaxed);
-            let grace_over = match leader {
-                Some(_) => {
-                    leaderless_since = None;
-                    None
-                }
-                None => Some(*leaderless_since.get_or_insert_with(Instant::now) + self.limits.leaderless_grace),
+            let leads = leader == Some(me);
+            if leads && !was_leader {
+                confirmed_at = Instant::now();
+            }
+            was_leader = leads;
+            let has_leader = match leader {
+                Some(_) if leads => confirmed_at.elapsed() < self.limits.leaderless_grace,
+                Some(_) => true,
+                None => false,
             };
-            let now_serving = grace_over.is_none_or(|at| Instant::now() < at);
+            let since = if has_leader { None } else { Some(*leaderless_since.get_or_insert_with(Instant::now)) };
+            leaderless_since = since;
+            let serving = since.is_none_or(|at| at.elapsed() < self.limits.leaderless_grace);
             self.availability.send_if_modified(|current| {
-                let next = if now_serving { Availability::Serving } else { Availability::NoLeader };
+                let next = if serving { Availability::Serving } else { Availability::NoLeader };
                 std::mem::replace(current, next) != next
             });
-            let grace_ends = async {
-                match grace_over {
-                    Some(at) if now_serving => tokio::time::sleep_until(at.into()).await,
-                    _ => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                changed = raft.changed() => if changed.is_err() { break },
-                _ = grace_ends => {}
+            let ticked = tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { break } else { false },
+                _ = tick.tick() => true,
                 _ = stopped.wait_for(|s| *s) => break,
+            };
+            if ticked && leads && confirm_leadership(&raft).await {
+                confirmed_at = Instant::now();
             }
         }
         self.availability.send_replace(Availability::ShuttingDown);
