@@ -91,6 +91,9 @@ struct Fanout {
     /// Per watcher and publish: arrival − acknowledgement (0 if earlier), arrival − start.
     from_ack: Vec<Duration>,
     from_start: Vec<Duration>,
+    /// Conflux only: the nodes' own p99 upper bound of apply → answer written, in ms
+    /// (`conflux_watch_notify_seconds`), which leaves out this process's share of the CPU.
+    server_p99_ms: Option<f64>,
 }
 
 impl Fanout {
@@ -174,6 +177,24 @@ async fn conflux_watchers(http: &reqwest::Client, urls: &[String]) -> usize {
     total as usize
 }
 
+/// The upper bound of the bucket holding the 99th percentile of the nodes' summed
+/// `conflux_watch_notify_seconds` histograms, in ms.
+async fn server_notify_p99_ms(http: &reqwest::Client, urls: &[String]) -> Option<f64> {
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new(); // le in µs → cumulative count
+    for url in urls {
+        let text = http.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
+        for line in text.lines().filter(|l| l.starts_with("conflux_watch_notify_seconds_bucket{")) {
+            let le = line.split("le=\"").nth(1)?.split('"').next()?;
+            let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+            let micros = if le == "+Inf" { u64::MAX } else { (le.parse::<f64>().ok()? * 1e6).round() as u64 };
+            *buckets.entry(micros).or_default() += count;
+        }
+    }
+    let total = *buckets.get(&u64::MAX)?;
+    let (le, _) = buckets.iter().find(|(_, count)| **count >= total * 0.99)?;
+    Some(if *le == u64::MAX { f64::INFINITY } else { *le as f64 / 1000.0 })
+}
+
 /// The long-poll of watcher `client` that holds `held`.
 fn watch_request(held: &WriteResult, client: usize) -> WatchRequest {
     let known = Held::Exact { version: held.version, checksum: held.checksum.clone() };
@@ -242,6 +263,7 @@ async fn conflux_fanout(nodes: usize, watchers: usize, rounds: usize, root: &Pat
             arrivals.push(arrived);
         }
         fanout.record(publish, &arrivals);
+        fanout.server_p99_ms = server_notify_p99_ms(&scraper, urls).await;
         held = written;
         wait_for("Conflux watchers to leave", || async { (registered().await == 0).then_some(()) }).await;
     }
@@ -413,6 +435,12 @@ async fn main() {
             row(nodes, watchers, &conflux, &etcd);
             cells.push((nodes, watchers, conflux));
             let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+    println!();
+    for (nodes, watchers, conflux) in &cells {
+        if let Some(p99) = conflux.server_p99_ms {
+            println!("- {nodes} node(s), {watchers} watchers: the nodes' own p99 from apply to answer written is at most {p99} ms");
         }
     }
     report_targets(&cells);
