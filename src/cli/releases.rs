@@ -150,7 +150,7 @@ pub struct ResolveArgs {
 }
 
 /// `k=v,k2=v2` as a map (the node checks the names and values).
-fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+pub(super) fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let mut labels = BTreeMap::new();
     for pair in text.split(',').filter(|pair| !pair.is_empty()) {
         let Some((key, value)) = pair.split_once('=') else { bail!("label {pair:?} has no '=': write k=v,k2=v2") };

@@ -2,7 +2,6 @@
 //! one line per change (with the content when the node inlined it), or one JSON object per line
 //! with `--json`, until interrupted. The watching itself is [`crate::client::Watcher`].
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::output::short_checksum;
+use super::releases::parse_labels;
 use super::{ClientTarget, Key};
 use crate::client::{WatchSpec, Watcher};
 use crate::wire;
@@ -25,8 +25,8 @@ pub struct WatchArgs {
     /// created later].
     configs: Vec<String>,
     /// The client's labels, e.g. canary=true,region=eu.
-    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
-    labels: Vec<(String, String)>,
+    #[arg(long)]
+    labels: Option<String>,
     /// The client's stable id; percent rules pick clients by it (without one, none match).
     #[arg(long)]
     client_id: Option<String>,
@@ -48,7 +48,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         app,
         env,
         configs: (!args.configs.is_empty()).then_some(args.configs),
-        labels: label_map(args.labels)?,
+        labels: parse_labels(args.labels.as_deref().unwrap_or(""))?,
         client_id: args.client_id,
         timeout: Duration::from_millis(args.timeout_ms),
         inline_max_bytes: None,
@@ -63,26 +63,6 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-}
-
-/// One `k=v` of `--labels`.
-fn parse_label(pair: &str) -> Result<(String, String), String> {
-    match pair.split_once('=') {
-        Some((key, value)) => Ok((key.to_string(), value.to_string())),
-        None => Err(format!("label {pair:?} has no '=': write k=v,k2=v2")),
-    }
-}
-
-/// The labels as a map; a key given twice is refused (the node checks names and values).
-fn label_map(pairs: Vec<(String, String)>) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut labels = BTreeMap::new();
-    for (key, value) in pairs {
-        if labels.contains_key(&key) {
-            bail!("label {key:?} is given twice");
-        }
-        labels.insert(key, value);
-    }
-    Ok(labels)
 }
 
 /// `--endpoint` as a list of nodes: watch takes several, separated by commas, and moves to the
@@ -136,6 +116,8 @@ fn json_lines(answer: &wire::WatchAnswer) -> anyhow::Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use clap::Parser;
 
     use super::*;
@@ -186,20 +168,19 @@ mod tests {
             (args.namespace.as_str(), args.configs.clone()),
             ("acme/shop/prod", vec!["db".into(), "flags".into()])
         );
-        let labels = label_map(args.labels).unwrap();
+        let labels = parse_labels(args.labels.as_deref().unwrap()).unwrap();
         assert_eq!(labels, BTreeMap::from([("canary".into(), "true".into()), ("region".into(), "eu".into())]));
         assert_eq!((args.client_id.as_deref(), args.timeout_ms, args.json), (Some("web-1"), 5000, true));
         assert_eq!(endpoints(&args.target.endpoint).unwrap(), ["http://a:7000", "http://b:7000"]);
         let defaults = parse(&["acme/shop/prod"]).unwrap();
-        assert!(defaults.configs.is_empty() && defaults.labels.is_empty() && !defaults.json);
+        assert!(defaults.configs.is_empty() && defaults.labels.is_none() && !defaults.json);
         assert_eq!(defaults.timeout_ms, 30_000);
     }
 
     #[test]
     fn bad_labels_and_endpoints_are_refused() {
-        assert!(parse(&["acme/shop/prod", "--labels", "canary"]).is_err());
-        let twice = parse(&["acme/shop/prod", "--labels", "a=1,a=2"]).unwrap();
-        assert_eq!(label_map(twice.labels).unwrap_err().to_string(), "label \"a\" is given twice");
+        assert!(parse_labels("canary").is_err());
+        assert_eq!(parse_labels("a=1,a=2").unwrap_err().to_string(), "label \"a\" is given twice");
         assert!(endpoints(" , ").is_err());
     }
 
