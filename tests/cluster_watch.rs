@@ -77,6 +77,21 @@ where
     panic!("a write never succeeded through any node");
 }
 
+/// Replaces the release with `spec` through whichever node takes it (reading the current
+/// release first, so the If-Match is fresh on every attempt).
+async fn set_release(clients: &[Client], spec: &ReleaseSpec) {
+    until_done(clients, |c| async move {
+        let current = c.get_release(KEY).await?.number;
+        c.put_release(KEY, spec, current).await
+    })
+    .await;
+}
+
+/// Everyone gets `version`.
+fn everyone(version: u64) -> ReleaseSpec {
+    ReleaseSpec { rules: vec![Rule { labels: BTreeMap::new(), version, priority: 0, percent: None }], message: None }
+}
+
 /// What one watcher task records: every version it was handed, in order.
 type Handed = Arc<Mutex<Vec<Vec<u64>>>>;
 
@@ -157,15 +172,7 @@ async fn five_hundred_watchers_end_on_what_they_resolve_through_kills_partitions
             async move { c.put(KEY, content.into_bytes(), PutOptions::default()).await }
         })
         .await;
-        let spec = rules(written.version, previous);
-        until_done(&clients, |c| {
-            let spec = spec.clone();
-            async move {
-                let current = c.get_release(KEY).await?.number;
-                c.put_release(KEY, &spec, current).await
-            }
-        })
-        .await;
+        set_release(&clients, &rules(written.version, previous)).await;
         previous = written.version;
     }
     assert!(killed.is_none() && partitioned.is_none());
@@ -233,18 +240,7 @@ async fn a_watcher_whose_node_is_killed_resumes_on_another_and_ends_on_the_final
     for content in ["two", "three"] {
         let written =
             until_done(&alive, |c| async move { c.put(KEY, content.into(), PutOptions::default()).await }).await;
-        let spec = ReleaseSpec {
-            rules: vec![Rule { labels: BTreeMap::new(), version: written.version, priority: 0, percent: None }],
-            message: None,
-        };
-        until_done(&alive, |c| {
-            let spec = spec.clone();
-            async move {
-                let current = c.get_release(KEY).await?.number;
-                c.put_release(KEY, &spec, current).await
-            }
-        })
-        .await;
+        set_release(&alive, &everyone(written.version)).await;
         last = written.version;
     }
     let (answer, mut watcher) = tokio::time::timeout(Duration::from_secs(30), parked).await.unwrap().unwrap();
@@ -275,18 +271,7 @@ async fn a_watcher_of_a_leader_partitioned_away_moves_to_the_majority() {
     let majority: Vec<Client> = (0..3).filter(|i| *i != leader).map(|i| clients[i].clone()).collect();
     let written =
         until_done(&majority, |c| async move { c.put(KEY, b"two".to_vec(), PutOptions::default()).await }).await;
-    let spec = ReleaseSpec {
-        rules: vec![Rule { labels: BTreeMap::new(), version: written.version, priority: 0, percent: None }],
-        message: None,
-    };
-    until_done(&majority, |c| {
-        let spec = spec.clone();
-        async move {
-            let current = c.get_release(KEY).await?.number;
-            c.put_release(KEY, &spec, current).await
-        }
-    })
-    .await;
+    set_release(&majority, &everyone(written.version)).await;
     // The old leader still believes it leads until it fails to confirm with a quorum; then it
     // sends its watchers away and the majority tells this one of the publish.
     let answer = tokio::time::timeout(Duration::from_secs(30), watcher.next()).await.unwrap().unwrap();
