@@ -130,7 +130,7 @@ impl WatchSession {
             None => {
                 let limit = session.hub.limits.max_configs_per_watch;
                 session.hub.watch_env(id, &session.spec.namespace, &session.inbox);
-                let listed = session.hub_store_list(limit)?;
+                let listed = session.list_env(limit)?;
                 listed.into_iter().chain(session.spec.known.keys().cloned()).collect()
             }
         };
@@ -140,7 +140,8 @@ impl WatchSession {
         Ok(session)
     }
 
-    fn hub_store_list(&self, limit: usize) -> Result<Vec<String>, WatchError> {
+    /// The env's configs, refusing an env with more than `limit`.
+    fn list_env(&self, limit: usize) -> Result<Vec<String>, WatchError> {
         let page = self.hub.list_configs(&self.spec.namespace, limit + 1)?;
         if page.len() > limit {
             return Err(WatchError::TooManyConfigs { namespace: self.spec.namespace.clone(), limit });
@@ -273,7 +274,7 @@ impl WatchSession {
             if self.whole_env {
                 if pending.rescan {
                     let limit = self.hub.limits.max_configs_per_watch;
-                    names.extend(self.hub_store_list(limit)?);
+                    names.extend(self.list_env(limit)?);
                 }
                 for name in &names {
                     self.add(name)?;
