@@ -266,17 +266,30 @@ pub enum ClusterCommand {
     Remove { node_id: NodeId },
 }
 
-/// Where client commands connect.
+/// The token a command sends: from `--token-file`, else `$CONFLUX_TOKEN`, else the bootstrap admin
+/// token a single node keeps in ./data/admin-token, else none.
+pub(crate) fn credential(token_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let token = match token_file {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        None => std::env::var("CONFLUX_TOKEN").ok().or_else(|| std::fs::read_to_string("data/admin-token").ok()),
+    };
+    Ok(token.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
+/// Where client commands connect, and with which token.
 #[derive(Debug, Args)]
 pub struct ClientTarget {
     /// Client API URL of any node.
     #[arg(long, global = true, env = "CONFLUX_ENDPOINT", default_value = "http://127.0.0.1:7000")]
     pub endpoint: String,
+    /// File with the token to send [default: $CONFLUX_TOKEN, else ./data/admin-token].
+    #[arg(long, global = true, env = "CONFLUX_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl ClientTarget {
-    fn client(&self) -> Client {
-        Client::new(&self.endpoint, None)
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.endpoint, credential(self.token_file.as_deref())?))
     }
 }
 
@@ -297,27 +310,22 @@ impl PageArgs {
     }
 }
 
-/// Where admin commands connect, and with which token.
+/// Where admin commands connect, and with which (cluster-wide admin) token.
 #[derive(Debug, Args)]
 pub struct AdminTarget {
     /// Peer (admin) URL of any node.
     #[arg(long, env = "CONFLUX_ADMIN_ENDPOINT", default_value = "http://127.0.0.1:7001")]
     pub endpoint: String,
-    /// File with the cluster token [default: $CONFLUX_CLUSTER_TOKEN, else ./data/cluster-token].
-    #[arg(long, env = "CONFLUX_CLUSTER_TOKEN_FILE")]
+    /// File with a cluster-wide admin token [default: $CONFLUX_TOKEN, else ./data/admin-token].
+    #[arg(long, env = "CONFLUX_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 }
 
 impl AdminTarget {
     fn client(&self) -> anyhow::Result<Client> {
-        let token = match (&self.token_file, std::env::var("CONFLUX_CLUSTER_TOKEN")) {
-            (Some(path), _) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-            (None, Ok(token)) => token,
-            (None, Err(_)) => std::fs::read_to_string("data/cluster-token").context(
-                "no cluster token: pass --token-file, set CONFLUX_CLUSTER_TOKEN, or run from the directory holding data/",
-            )?,
-        };
-        Ok(Client::new(&self.endpoint, Some(token.trim().to_string())))
+        let token = credential(self.token_file.as_deref())?
+            .context("no admin token: pass --token-file, set CONFLUX_TOKEN, or run from the directory holding data/")?;
+        Ok(Client::new(&self.endpoint, Some(token)))
     }
 }
 
@@ -393,7 +401,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Serve(_) => bail!("serve runs a node; it is not a client command"),
         Command::Get { target, key, serializable } => {
             let k = Key::<4>::parse(&key, "tenant/app/env/name")?;
-            match target.client().get(k.parts(), serializable).await? {
+            match target.client()?.get(k.parts(), serializable).await? {
                 Some(config) => std::io::stdout().write_all(&config.content)?,
                 None => bail!("config {key} not found"),
             }
@@ -403,15 +411,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let content = read_content(value, file)?;
             let options =
                 WriteOptions { format: format.as_deref(), if_match: if_version, message: message.as_deref(), dry_run };
-            print_json(&target.client().write(k.parts(), content, options).await?)?;
+            print_json(&target.client()?.write(k.parts(), content, options).await?)?;
         }
         Command::Delete { target, key, if_version } => {
             let k = Key::<4>::parse(&key, "tenant/app/env/name")?;
-            print_json(&target.client().delete(k.parts(), if_version).await?)?;
+            print_json(&target.client()?.delete(k.parts(), if_version).await?)?;
         }
         Command::List { target, namespace, page } => {
             let ns = Key::<3>::parse(&namespace, "tenant/app/env")?;
-            let listing = target.client().list_configs(ns.parts(), &page.page()).await?;
+            let listing = target.client()?.list_configs(ns.parts(), &page.page()).await?;
             let mut table = Table::new(["NAME", "VERSION", "FORMAT", "REVISION"]);
             for config in listing.configs {
                 table.row([config.name, config.version.to_string(), config.format, config.revision.to_string()]);
@@ -419,17 +427,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             table.print()?;
             print_next_cursor(listing.next_cursor.as_deref());
         }
-        Command::Versions { target, key, page, json } => configs::versions(&target.client(), &key, &page, json).await?,
-        Command::Version { target, key, version } => configs::version(&target.client(), &key, version).await?,
-        Command::Diff { target, key, from, to, json } => configs::diff(&target.client(), &key, from, to, json).await?,
-        Command::Schema { target, command } => configs::schema(&target.client(), command).await?,
-        Command::Release { target, command } => releases::release(&target.client(), command).await?,
+        Command::Versions { target, key, page, json } => {
+            configs::versions(&target.client()?, &key, &page, json).await?
+        }
+        Command::Version { target, key, version } => configs::version(&target.client()?, &key, version).await?,
+        Command::Diff { target, key, from, to, json } => configs::diff(&target.client()?, &key, from, to, json).await?,
+        Command::Schema { target, command } => configs::schema(&target.client()?, command).await?,
+        Command::Release { target, command } => releases::release(&target.client()?, command).await?,
         Command::Resolve(args) => releases::resolve(args).await?,
         Command::Watch(args) => watch::watch(args).await?,
         Command::Audit(args) => hierarchy::audit(args).await?,
-        Command::Tenant { target, command } => hierarchy::tenant(&target.client(), command).await?,
-        Command::App { target, command } => hierarchy::app(&target.client(), command).await?,
-        Command::Env { target, command } => hierarchy::env(&target.client(), command).await?,
+        Command::Tenant { target, command } => hierarchy::tenant(&target.client()?, command).await?,
+        Command::App { target, command } => hierarchy::app(&target.client()?, command).await?,
+        Command::Env { target, command } => hierarchy::env(&target.client()?, command).await?,
         Command::Cluster { target, command } => {
             let client = target.client()?;
             match command {

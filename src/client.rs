@@ -10,6 +10,7 @@
 mod hierarchy;
 mod history;
 mod releases;
+mod tokens;
 mod watch;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::access::{Role, Scope as AccessScope};
 use crate::model::hierarchy::QuotaUpdate;
 use crate::model::release::Rule;
 use crate::model::{ConfigKey, Format, Namespace};
@@ -86,6 +87,20 @@ pub enum Change {
         message: String,
         kind: ReleaseKind,
     },
+    /// Store a new access token. Only the secret's sha256 travels and is kept; it expires
+    /// `ttl_ms` after the entry's (leader) time, if set.
+    CreateToken {
+        id: String,
+        name: String,
+        role: Role,
+        scope: AccessScope,
+        secret_sha256: [u8; 32],
+        ttl_ms: Option<u64>,
+    },
+    /// Revoke a token; its record stays (marked revoked) so listings show who revoked it when.
+    RevokeToken {
+        id: String,
+    },
 }
 
 /// What kind of release change a `SetRelease` is, as recorded in history and audit.
@@ -155,7 +170,12 @@ impl Change {
             Change::WriteVersion { key, .. } | Change::DeleteConfig { key, .. } | Change::SetRelease { key, .. } => {
                 Some(Scope::Config(key.clone()))
             }
-            Change::PutTenant { .. } | Change::PutApp { .. } | Change::PutEnv { .. } | Change::SetSchema { .. } => None,
+            Change::PutTenant { .. }
+            | Change::PutApp { .. }
+            | Change::PutEnv { .. }
+            | Change::SetSchema { .. }
+            | Change::CreateToken { .. }
+            | Change::RevokeToken { .. } => None,
         }
     }
 }
@@ -183,6 +203,7 @@ pub enum Level {
     Config,
     Version,
     Release,
+    Token,
 }
 
 impl Level {
@@ -194,6 +215,7 @@ impl Level {
             Level::Config => "config",
             Level::Version => "version",
             Level::Release => "release",
+            Level::Token => "token",
         }
     }
 }
@@ -227,4 +249,6 @@ pub enum CommandResponse {
     TooLarge { size: u64, limit: u64 },
     /// A count quota would be exceeded.
     QuotaExceeded { detail: String },
+    /// What the change creates exists already; `detail` says what.
+    AlreadyExists { detail: String },
 }

@@ -29,6 +29,14 @@ pub struct NodeConfig {
     /// File holding the cluster token peers and admins must present. Also `CONFLUX_CLUSTER_TOKEN`.
     #[arg(long, env = "CONFLUX_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: Option<PathBuf>,
+    /// Access control: `enabled` (every route but /healthz, /readyz and the OpenAPI document needs
+    /// a token) or `disabled` (anyone who can reach the node may do anything; for a laptop only).
+    #[arg(long, env = "CONFLUX_AUTH", value_enum, default_value = "enabled")]
+    pub auth: AuthMode,
+    /// File holding the bootstrap admin token (cluster-wide admin, the same on every member). Also
+    /// `CONFLUX_ADMIN_TOKEN`. Without either, a single node creates one in <data>/admin-token.
+    #[arg(long, env = "CONFLUX_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Largest accepted config body, in bytes.
     #[arg(long, env = "CONFLUX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -56,6 +64,13 @@ pub struct NodeConfig {
     /// Configs one watch may cover (named, or a whole env).
     #[arg(long, env = "CONFLUX_MAX_CONFIGS_PER_WATCH", default_value_t = 1000)]
     pub max_configs_per_watch: usize,
+}
+
+/// Whether requests must carry a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    Enabled,
+    Disabled,
 }
 
 /// A setting that cannot work, named so the user knows what to change.

@@ -1,7 +1,8 @@
 //! The configuration model: names (`tenant/app/env/name`) here; formats, schemas, diffs, release
-//! rules, the hierarchy, per-config state and audit records in the submodules.
+//! rules, the hierarchy, per-config state, audit records and access control in the submodules.
 //! **Architecture Invariant:** pure — no IO, no openraft, no HTTP, no clock.
 
+pub mod access;
 pub mod audit;
 pub mod config;
 pub mod diff;

@@ -3,7 +3,7 @@
 //! The binary and the tests start nodes only through [`start_node`].
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
-use crate::config::NodeConfig;
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, NodeConfig};
 use crate::metrics;
 use crate::network::client::RaftNetworkClient;
 use crate::network::{self, ClusterIdentity, PeerClient};
@@ -27,7 +28,7 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("opening the data directory: {0}")]
     Store(#[from] crate::store::StoreError),
-    #[error("cluster token: {0}")]
+    #[error("{0}")]
     Token(String),
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
@@ -46,43 +47,80 @@ pub struct NodeHandle {
     servers: Vec<JoinHandle<()>>,
 }
 
-const TOKEN_FILE: &str = "cluster-token";
 const LISTEN_FILE: &str = "listen.json";
+/// Where a single node keeps the secrets it created (mode 0600).
+pub const CLUSTER_TOKEN_FILE: &str = "cluster-token";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-/// Token from the file, else `CONFLUX_CLUSTER_TOKEN`, else (single-node mode only) the one kept
-/// in the data directory, created on first start.
-fn resolve_token(config: &NodeConfig) -> Result<String, StartError> {
-    let token = if let Some(path) = &config.cluster_token_file {
-        std::fs::read_to_string(path).map_err(|e| StartError::Token(format!("reading {}: {e}", path.display())))?
-    } else if let Ok(token) = std::env::var("CONFLUX_CLUSTER_TOKEN") {
-        token
-    } else if config.join {
-        return Err(StartError::Token(
-            "cluster mode (--join) needs --cluster-token-file or CONFLUX_CLUSTER_TOKEN, the same on every member"
-                .into(),
-        ));
-    } else {
-        token_in_data_dir(&config.data_dir)?
-    };
-    let token = token.trim().to_string();
-    if token.len() < 16 {
-        return Err(StartError::Token("the token must be at least 16 characters".into()));
-    }
-    Ok(token)
+/// A secret every member is given at start-up: the cluster token (proves a peer) or the bootstrap
+/// admin token (the first cluster-wide admin).
+struct Secret {
+    what: &'static str,
+    file: Option<PathBuf>,
+    env: &'static str,
+    /// Where a single node keeps the one it created when given none.
+    generated: &'static str,
 }
 
-fn token_in_data_dir(dir: &Path) -> Result<String, StartError> {
-    let path = dir.join(TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(token) => Ok(token),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let token = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
-            write_private(&path, &token).map_err(|e| StartError::Token(format!("writing {}: {e}", path.display())))?;
-            tracing::info!(path = %path.display(), "created a cluster token");
-            Ok(token)
-        }
-        Err(e) => Err(StartError::Token(format!("reading {}: {e}", path.display()))),
+/// The secret from its file, else its environment variable, else (single-node mode only) the one
+/// kept in the data directory, created on first start.
+fn resolve_secret(config: &NodeConfig, secret: &Secret) -> Result<String, StartError> {
+    let fail = |detail: String| StartError::Token(format!("{}: {detail}", secret.what));
+    let value = if let Some(path) = &secret.file {
+        std::fs::read_to_string(path).map_err(|e| fail(format!("reading {}: {e}", path.display())))?
+    } else if let Ok(value) = std::env::var(secret.env) {
+        value
+    } else if config.join {
+        return Err(fail(format!(
+            "cluster mode (--join) needs it from a file flag or {}, the same on every member",
+            secret.env
+        )));
+    } else {
+        secret_in_data_dir(&config.data_dir.join(secret.generated), secret.what).map_err(fail)?
+    };
+    let value = value.trim().to_string();
+    if value.len() < 16 {
+        return Err(fail("it must be at least 16 characters".into()));
     }
+    Ok(value)
+}
+
+fn secret_in_data_dir(path: &Path, what: &str) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(value) => Ok(value),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let value = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+            write_private(path, &value).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the {what}");
+            Ok(value)
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Who checks the credentials of client and admin requests.
+fn authenticator(config: &NodeConfig, store: Store) -> Result<Authenticator, StartError> {
+    if config.auth == AuthMode::Disabled {
+        tracing::warn!(
+            "ACCESS CONTROL IS DISABLED (--auth=disabled): anyone who can reach this node can read, change and \
+             delete every configuration. Never run like this outside a laptop."
+        );
+        return Ok(Authenticator::disabled(store));
+    }
+    let admin = Secret {
+        what: "admin token",
+        file: config.admin_token_file.clone(),
+        env: "CONFLUX_ADMIN_TOKEN",
+        generated: ADMIN_TOKEN_FILE,
+    };
+    let bootstrap = resolve_secret(config, &admin)?;
+    if config.admin_token_file.is_none() && std::env::var(admin.env).is_err() {
+        tracing::info!(
+            path = %config.data_dir.join(ADMIN_TOKEN_FILE).display(),
+            "the bootstrap admin token is in this file: send it as Authorization: Bearer <token>, or run the CLI from this directory"
+        );
+    }
+    Ok(Authenticator::enabled(store, Some(bootstrap)))
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
@@ -107,8 +145,15 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let raft_config = Arc::new(config.raft_config()?);
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::Token(format!("creating {}: {e}", config.data_dir.display())))?;
-    let token = resolve_token(&config)?;
+    let cluster_token = Secret {
+        what: "cluster token",
+        file: config.cluster_token_file.clone(),
+        env: "CONFLUX_CLUSTER_TOKEN",
+        generated: CLUSTER_TOKEN_FILE,
+    };
+    let token = resolve_secret(&config, &cluster_token)?;
     let store = Store::open(&config.data_dir)?;
+    let auth = Arc::new(authenticator(&config, store.clone())?);
     let identity = Arc::new(ClusterIdentity::load(store.clone(), token.clone())?);
     let node_id = identity.node_id();
 
@@ -137,7 +182,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let watchers = WatchHub::start(store.clone(), &raft, node_id, config.watch_limits(), stopped.clone());
     let service = Service::new(raft.clone(), store, peers, timeouts, advertise_peer, committed_index, watchers);
 
-    let state = ApiState { service: service.clone(), max_body_bytes: config.max_body_bytes };
+    let state = ApiState { service: service.clone(), auth, max_body_bytes: config.max_body_bytes };
     let peer_app = network::server::router(service.clone()).merge(api::admin_router(state.clone()));
     let servers = vec![
         serve(client_listener, api::client_router(state), stopped.clone()),

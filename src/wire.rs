@@ -525,3 +525,51 @@ pub struct ConfigWatchers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// `POST /api/v1/tokens`: a new token's name (a note for people), role (`client`, `viewer`,
+/// `editor`, `publisher`, `admin`), scope (`*`, `tenant`, `tenant/app` or `tenant/app/env`) and
+/// optional lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub name: String,
+    pub role: String,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub scope: String,
+    pub created_ms: u64,
+    /// The actor that created it (`token:<id>` or `bootstrap-admin`).
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+/// The answer to creating a token. `token` is shown this once: only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub revision: u64,
+}
+
+/// `GET /api/v1/whoami`: the caller as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// What audit records name as the actor of this caller's changes.
+    pub actor: String,
+    pub role: String,
+    pub scope: String,
+}

@@ -123,7 +123,7 @@ async fn versions_are_immutable_listed_newest_first_and_diffed_by_path() {
     let page = n.json(n.config(Method::GET, "db", "/versions").query(&[("limit", "1")]), StatusCode::OK).await;
     assert_eq!(page["items"][0]["version"], 2);
     assert_eq!(page["items"][0]["format"], "json", "a version without a format keeps the config's");
-    assert_eq!(page["items"][0]["author"], "anonymous");
+    assert_eq!(page["items"][0]["author"], "bootstrap-admin", "the author is the token that wrote it");
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
     let rest = n.json(n.config(Method::GET, "db", "/versions").query(&[("cursor", cursor)]), StatusCode::OK).await;
     assert_eq!((rest["items"][0]["version"].as_u64(), rest["items"][0]["message"].as_str()), (Some(1), Some("first")));

@@ -150,8 +150,14 @@ async fn every_admin_and_peer_error_has_its_status_and_code() {
     let n = node().await;
     let id = n.handle.service.node_id();
     let admin = |method: Method, path: &str| n.http.request(method, n.peer_url(path)).bearer_auth(&n.token);
+    let plain = reqwest::Client::new();
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
-        (n.http.get(n.peer_url("/admin/status")), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (plain.get(n.peer_url("/admin/status")), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            plain.get(n.peer_url("/admin/status")).bearer_auth(&n.cluster_token),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
         (
             n.http.get(n.peer_url("/admin/status")).bearer_auth("wrong-token-wrong-token"),
             StatusCode::UNAUTHORIZED,
@@ -204,15 +210,17 @@ async fn every_admin_and_peer_error_has_its_status_and_code() {
 
     // Raft RPCs: token, then target node, then cluster id are checked before the body is read.
     let raft = |target: String, cluster: &str| {
-        n.http
+        plain
             .post(n.peer_url("/raft/vote"))
-            .bearer_auth(&n.token)
+            .bearer_auth(&n.cluster_token)
             .header("x-conflux-target-node", target)
             .header("x-conflux-cluster-id", cluster)
             .body(vec![1, 2, 3])
     };
-    let no_token = n.http.post(n.peer_url("/raft/vote")).body(vec![1]).send().await.unwrap();
+    let no_token = plain.post(n.peer_url("/raft/vote")).body(vec![1]).send().await.unwrap();
     assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let admin_token = plain.post(n.peer_url("/raft/vote")).bearer_auth(&n.token).body(vec![1]).send().await.unwrap();
+    assert_eq!(admin_token.status(), StatusCode::UNAUTHORIZED, "an admin token does not make a peer");
     assert_eq!(raft((id + 1).to_string(), &cluster_id).send().await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(raft(id.to_string(), "another-cluster").send().await.unwrap().status(), StatusCode::CONFLICT);
     assert_eq!(raft(id.to_string(), &cluster_id).send().await.unwrap().status(), StatusCode::BAD_REQUEST);

@@ -1,10 +1,12 @@
 //! The OpenAPI document (`src/api/openapi.json`, served at `/api/v1/openapi.json`) against a real
 //! in-process node: every documented route and method answers, every route the server has is
-//! documented (parsed out of `src/api.rs`), no undocumented method answers, the statuses and
+//! documented (from the route table the routers are built from), exactly the open routes declare
+//! no security, no undocumented method answers, the statuses and
 //! bodies the server gives are the documented ones, and every error is a `Problem`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use conflux::api::access::Access;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{node, Node};
@@ -13,7 +15,6 @@ use support::{node, Node};
 mod support;
 
 const DOCUMENT: &str = include_str!("../src/api/openapi.json");
-const ROUTERS: &str = include_str!("../src/api.rs");
 
 /// The methods a route can have that the document must account for.
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
@@ -271,92 +272,26 @@ async fn every_documented_route_answers_with_a_documented_status_and_body() {
     n.handle.shutdown().await;
 }
 
-/// The routes `client_router` and `admin_router` register in `src/api.rs`, with their methods.
-/// `CONFIG` and `&config("/tail")` stand for the config path and the config path plus a tail.
-fn server_routes(source: &str) -> BTreeMap<String, BTreeSet<String>> {
-    let code: String = source.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
-    for unsupported in [".nest(", ".route_service(", ".merge(", ".nest_service("] {
-        assert!(!code.contains(unsupported), "src/api.rs uses {unsupported}: teach this test to read it");
-    }
-    let config = string_literal(code.split("const CONFIG: &str = ").nth(1).expect("const CONFIG in src/api.rs")).0;
-    let mut routes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut rest = code.as_str();
-    while let Some(at) = rest.find(".route(") {
-        let (arguments, after) = balanced(&rest[at + ".route(".len()..]);
-        rest = after;
-        let (path, methods) = arguments.split_once(',').expect("route(path, methods)");
-        let path = path.trim();
-        let path = if path == "CONFIG" {
-            config.clone()
-        } else if let Some(tail) = path.strip_prefix("&config(") {
-            format!("{config}{}", string_literal(tail).0)
-        } else if path.starts_with('"') {
-            string_literal(path).0
-        } else {
-            panic!("cannot read the route path {path:?} in src/api.rs: teach this test to read it")
-        };
-        let methods = top_level_calls(methods.trim());
-        for method in &methods {
-            assert!(
-                METHODS.contains(&method.as_str()),
-                "route {path} uses the method router {method}(): teach this test"
-            );
-        }
-        routes.entry(path).or_default().extend(methods);
+/// The routes `client_router` and `admin_router` serve, with their methods and whether they are
+/// open, taken from the route table the routers are built from.
+fn server_routes() -> BTreeMap<String, BTreeMap<String, Access>> {
+    let mut routes: BTreeMap<String, BTreeMap<String, Access>> = BTreeMap::new();
+    for route in conflux::api::client_routes().into_iter().chain(conflux::api::admin_routes()) {
+        routes.entry(route.path.clone()).or_default().insert(route.method.as_str().to_ascii_lowercase(), route.access);
     }
     routes
-}
-
-/// A string literal at the start of `text` (no escapes in route paths) and what follows it.
-fn string_literal(text: &str) -> (String, &str) {
-    let text = text.trim_start().strip_prefix('"').expect("a string literal");
-    let end = text.find('"').expect("a closed string literal");
-    (text[..end].to_string(), &text[end + 1..])
-}
-
-/// The text up to the parenthesis that closes an open one, and what follows it.
-fn balanced(text: &str) -> (&str, &str) {
-    let (mut depth, mut in_string) = (1, false);
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => in_string = !in_string,
-            '(' if !in_string => depth += 1,
-            ')' if !in_string => {
-                depth -= 1;
-                if depth == 0 {
-                    return (&text[..i], &text[i + 1..]);
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("unbalanced parentheses in src/api.rs")
-}
-
-/// The names of the calls chained at the top level: `get(a).put(b)` → get, put.
-fn top_level_calls(mut text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    loop {
-        text = text.trim_start().trim_start_matches('.');
-        let Some(open) = text.find('(') else { break };
-        names.push(text[..open].trim().to_string());
-        text = balanced(&text[open + 1..]).1;
-        if text.trim().is_empty() {
-            break;
-        }
-    }
-    names
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_the_server_has_is_documented_and_no_other_method_answers() {
     let doc = document();
     let documented = documented_routes(&doc);
-    let server = server_routes(ROUTERS);
-    assert!(server.len() >= 20, "parsed too few routes out of src/api.rs: {server:?}");
+    let server = server_routes();
+    assert!(server.len() >= 20, "too few routes in the route table: {server:?}");
     for (path, methods) in &server {
         let listed = documented.get(path).unwrap_or_else(|| panic!("route {path} is not in openapi.json"));
-        assert_eq!(listed, methods, "methods of {path}: openapi.json lists {listed:?}, src/api.rs has {methods:?}");
+        let methods: BTreeSet<String> = methods.keys().cloned().collect();
+        assert_eq!(*listed, methods, "methods of {path}: openapi.json lists {listed:?}, src/api.rs has {methods:?}");
     }
     for path in documented.keys() {
         assert!(server.contains_key(path), "openapi.json documents {path}, which src/api.rs does not route");
@@ -397,7 +332,14 @@ fn every_documented_status_is_real_and_every_error_is_a_problem() {
         for tag in op.operation["tags"].as_array().unwrap_or_else(|| panic!("{what}: no tags")) {
             assert!(tags.contains(tag.as_str().unwrap()), "{what}: tag {tag} is not declared");
         }
-        assert_eq!(op.path.starts_with("/admin/"), op.operation.get("security").is_some(), "{what}: security");
+        let access = server_routes()[op.path][op.method];
+        let declared_open = op.operation.get("security").is_some_and(|s| s == &json!([]));
+        assert_eq!(declared_open, access == Access::Open, "{what}: `security: []` exactly on open routes");
+        if access != Access::Open {
+            for status in ["401", "403"] {
+                assert!(op.operation["responses"].get(status).is_some(), "{what}: a guarded route documents {status}");
+            }
+        }
         let responses = op.operation["responses"].as_object().unwrap_or_else(|| panic!("{what}: no responses"));
         assert!(responses.keys().any(|s| s.starts_with('2')), "{what}: no success response");
         for (status, response) in responses {

@@ -41,7 +41,7 @@ async fn put(client: &Client, content: &str) -> wire::WriteResult {
 async fn node_with_db() -> (node::Node, String, Client, wire::WriteResult) {
     let n = node::node().await;
     let url = n.client_url("");
-    let client = Client::new(&url, None);
+    let client = n.client();
     let v1 = put(&client, r#"{"pool": 10}"#).await;
     (n, url, client, v1)
 }
@@ -73,8 +73,16 @@ async fn next_report(reports: &mut mpsc::Receiver<Report>) -> (wire::WatchAnswer
 #[tokio::test(flavor = "multi_thread")]
 async fn a_watcher_gets_each_published_version_the_deletion_and_the_re_creation_at_once() {
     let (_node, url, client, v1) = node_with_db().await;
+    // What an application holds: a client token for its env, which can resolve and watch only.
+    let request = wire::TokenRequest {
+        name: "app".into(),
+        role: "client".into(),
+        scope: "acme/shop/prod".into(),
+        ttl_seconds: None,
+    };
+    let app_token = client.create_token(&request).await.unwrap().token;
 
-    let mut watcher = Watcher::new(vec![url.clone()], spec(&["db"]));
+    let mut watcher = Watcher::new(vec![url.clone()], spec(&["db"])).with_token(Some(app_token));
     let first = tokio::time::timeout(QUICK, watcher.next()).await.unwrap().unwrap();
     assert_eq!(first.changes.len(), 1, "{first:?}");
     let change = &first.changes[0];
@@ -124,9 +132,10 @@ async fn a_watcher_gets_each_published_version_the_deletion_and_the_re_creation_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_node_in_the_list_is_skipped() {
-    let (_node, url, _, _) = node_with_db().await;
+    let (node, url, _, _) = node_with_db().await;
     // Nothing listens on port 1: the connection is refused and the watcher moves on.
-    let mut watcher = Watcher::new(vec!["http://127.0.0.1:1".into(), url.clone()], spec(&["db"]));
+    let mut watcher = Watcher::new(vec!["http://127.0.0.1:1".into(), url.clone()], spec(&["db"]))
+        .with_token(Some(node.token.clone()));
     let answer = tokio::time::timeout(QUICK, watcher.next()).await.unwrap().unwrap();
     assert_eq!(answer.changes[0].version, 1);
     assert_eq!(watcher.node(), url);
@@ -134,17 +143,18 @@ async fn a_dead_node_in_the_list_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_config_that_does_not_exist_is_refused_not_retried() {
-    let (_node, url, _, _) = node_with_db().await;
-    let mut watcher = Watcher::new(vec![url], spec(&["db", "dbb"]));
+    let (node, url, _, _) = node_with_db().await;
+    let mut watcher = Watcher::new(vec![url], spec(&["db", "dbb"])).with_token(Some(node.token.clone()));
     let error = tokio::time::timeout(QUICK, watcher.next()).await.unwrap().unwrap_err();
     assert!(matches!(&error, ClientError::Problem(_)) && error.is_not_found(), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conflux_watch_prints_one_json_line_per_change() {
-    let (_node, url, client, v1) = node_with_db().await;
+    let (node, url, client, v1) = node_with_db().await;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_conflux"))
         .args(["watch", "acme/shop/prod", "db", "--json", "--client-id", "cli-1", "--endpoint", &url])
+        .env("CONFLUX_TOKEN", &node.token)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -98,7 +98,7 @@ type Handed = Arc<Mutex<Vec<Vec<u64>>>>;
 fn spawn_watchers(urls: &[String], handed: &Handed) -> Vec<tokio::task::JoinHandle<()>> {
     (0..WATCHERS)
         .map(|w| {
-            let mut watcher = Watcher::new(urls.to_vec(), spec(w));
+            let mut watcher = Watcher::new(urls.to_vec(), spec(w)).with_token(Some(harness::ADMIN_TOKEN.into()));
             let handed = handed.clone();
             tokio::spawn(async move {
                 loop {
@@ -119,7 +119,15 @@ fn spawn_watchers(urls: &[String], handed: &Handed) -> Vec<tokio::task::JoinHand
 async fn watchers_per_node(cluster: &TestCluster) -> Vec<u64> {
     let mut counts = Vec::new();
     for node in &cluster.nodes {
-        let text = reqwest::get(format!("{}/metrics", node.client_url())).await.unwrap().text().await.unwrap();
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", node.client_url()))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let gauge = text.lines().find_map(|l| l.strip_prefix("conflux_watchers ")).and_then(|v| v.parse().ok());
         counts.push(gauge.unwrap_or(0));
     }
@@ -130,7 +138,7 @@ async fn watchers_per_node(cluster: &TestCluster) -> Vec<u64> {
 async fn five_hundred_watchers_end_on_what_they_resolve_through_kills_partitions_and_snapshots() {
     let mut cluster = TestCluster::start(3, compacting()).await;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.client_url()).collect();
-    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, None)).collect();
+    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, Some(harness::ADMIN_TOKEN.to_string()))).collect();
     let first = until_done(&clients, |c| async move { c.put(KEY, b"v1".to_vec(), PutOptions::default()).await }).await;
 
     let handed: Handed = Arc::new(Mutex::new(vec![Vec::new(); WATCHERS]));
@@ -180,7 +188,15 @@ async fn five_hundred_watchers_end_on_what_they_resolve_through_kills_partitions
         |text: String| text.lines().any(|l| l.starts_with("conflux_snapshots_installed_total") && !l.ends_with(" 0"));
     let mut installed = false;
     for node in &cluster.nodes {
-        let text = reqwest::get(format!("{}/metrics", node.client_url())).await.unwrap().text().await.unwrap();
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", node.client_url()))
+            .bearer_auth(harness::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         installed |= metrics(text);
     }
 
@@ -222,9 +238,9 @@ async fn five_hundred_watchers_end_on_what_they_resolve_through_kills_partitions
 async fn a_watcher_whose_node_is_killed_resumes_on_another_and_ends_on_the_final_state() {
     let mut cluster = TestCluster::start(3, NodeOptions::default()).await;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.client_url()).collect();
-    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, None)).collect();
+    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, Some(harness::ADMIN_TOKEN.to_string()))).collect();
     let first = until_done(&clients, |c| async move { c.put(KEY, b"one".to_vec(), PutOptions::default()).await }).await;
-    let mut watcher = Watcher::new(urls.clone(), spec(1));
+    let mut watcher = Watcher::new(urls.clone(), spec(1)).with_token(Some(harness::ADMIN_TOKEN.into()));
     let answer = watcher.next().await.unwrap();
     assert_eq!(answer.changes[0].version, first.version);
     let watched = urls.iter().position(|u| u == watcher.node()).unwrap();
@@ -256,12 +272,12 @@ async fn a_watcher_whose_node_is_killed_resumes_on_another_and_ends_on_the_final
 async fn a_watcher_of_a_leader_partitioned_away_moves_to_the_majority() {
     let cluster = TestCluster::start(3, NodeOptions::default()).await;
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.client_url()).collect();
-    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, None)).collect();
+    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, Some(harness::ADMIN_TOKEN.to_string()))).collect();
     let first = until_done(&clients, |c| async move { c.put(KEY, b"one".to_vec(), PutOptions::default()).await }).await;
     let leader = cluster.leader().await;
     // A watcher starts on a random node; take one that landed on the leader.
     let mut watcher = loop {
-        let mut watcher = Watcher::new(urls.clone(), spec(2));
+        let mut watcher = Watcher::new(urls.clone(), spec(2)).with_token(Some(harness::ADMIN_TOKEN.into()));
         assert_eq!(watcher.next().await.unwrap().changes[0].version, first.version);
         if watcher.node() == urls[leader] {
             break watcher;

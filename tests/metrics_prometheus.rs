@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use conflux::client::{Client, PutOptions};
 use conflux::config::NodeConfig;
 use conflux::node::start_node;
+use conflux::wire;
 use tempfile::TempDir;
 
 struct KillOnDrop(Child);
@@ -29,11 +30,20 @@ async fn prometheus_scrapes_the_node_and_promtool_accepts_its_metrics() {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.peer_listen = "127.0.0.1:0".parse().unwrap();
     let node = start_node(config).await.unwrap();
-    let client = Client::new(&format!("http://{}", node.client_addr), None);
+    let admin_token = std::fs::read_to_string(dir.path().join("node/admin-token")).unwrap();
+    let client = Client::new(&format!("http://{}", node.client_addr), Some(admin_token));
     for i in 0..5 {
         client.put(["m", "a", "e", &format!("k{i}")], b"v".to_vec(), PutOptions::default()).await.unwrap();
     }
-    let text = reqwest::get(format!("http://{}/metrics", node.client_addr)).await.unwrap().text().await.unwrap();
+    // Prometheus scrapes with a cluster-wide viewer token: it can read, never change.
+    let scraper =
+        wire::TokenRequest { name: "prometheus".into(), role: "viewer".into(), scope: "*".into(), ttl_seconds: None };
+    let scrape_token = client.create_token(&scraper).await.unwrap().token;
+    let metrics_url = format!("http://{}/metrics", node.client_addr);
+    let anonymous = reqwest::get(&metrics_url).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "/metrics needs a token");
+    let text = reqwest::Client::new().get(&metrics_url).bearer_auth(&scrape_token).send().await.unwrap();
+    let text = text.text().await.unwrap();
     for name in [
         "conflux_raft_term",
         "conflux_raft_leader_id",
@@ -65,10 +75,13 @@ async fn prometheus_scrapes_the_node_and_promtool_accepts_its_metrics() {
 
     let port = free_port();
     let config_path = dir.path().join("prometheus.yml");
+    let token_path = dir.path().join("scrape-token");
+    std::fs::write(&token_path, &scrape_token).unwrap();
     std::fs::write(
         &config_path,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: conflux\n    static_configs:\n      - targets: ['{}']\n",
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: conflux\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{}']\n",
+            token_path.display(),
             node.client_addr
         ),
     )

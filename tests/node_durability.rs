@@ -50,13 +50,14 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
     ready(&client_addr).await;
     let before = Client::new(
         &format!("http://{peer_addr}"),
-        Some(std::fs::read_to_string(dir.path().join("cluster-token")).unwrap()),
+        Some(std::fs::read_to_string(dir.path().join("admin-token")).unwrap()),
     )
     .status()
     .await
     .unwrap();
 
-    let client = Client::new(&format!("http://{client_addr}"), None);
+    let admin_token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let client = Client::new(&format!("http://{client_addr}"), Some(admin_token));
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..8)
         .map(|w| {
@@ -91,7 +92,7 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
         let got = client.get(["d", "a", "e", name], false).await.unwrap().unwrap();
         assert_eq!(got.content, name.as_bytes());
     }
-    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
     let after = Client::new(&format!("http://{peer_addr}"), Some(token)).status().await.unwrap();
     assert_eq!(after.node_id, before.node_id, "the node id is kept in the data directory");
     assert_eq!(after.cluster_id, before.cluster_id, "a restart never founds a new cluster");

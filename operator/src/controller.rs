@@ -47,7 +47,7 @@ use crate::{
         majority, plan, Action, Desired, MembershipView, NodeState, NodeView, Observed, PlannerConfig, PodView,
         RemovalReason, WaitReason,
     },
-    resources::{self, Names, TOKEN_KEY},
+    resources::{self, Names, ADMIN_TOKEN_KEY, TOKEN_KEY},
     Error, Result,
 };
 
@@ -257,29 +257,43 @@ impl Reconciler<'_> {
         }
     }
 
-    /// Creates the token Secret once; its token is random and never re-applied.
+    /// Creates the token Secret once (its tokens are random and never re-applied) and answers the
+    /// bootstrap admin token, the operator's credential for the nodes' admin API. A Secret made
+    /// before admin tokens existed gets one added.
     async fn ensure_token(&self) -> Result<String> {
         let secrets = self.api::<Secret>();
         let name = self.names.token_secret();
+        let random = || -> String { rand::thread_rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect() };
         let existing = match secrets.get_opt(&name).await? {
             Some(secret) => secret,
             None => {
-                let token: String = rand::thread_rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect();
-                match secrets.create(&PostParams::default(), &resources::token_secret(self.cluster, &token)).await {
+                let secret = resources::token_secret(self.cluster, &random(), &random());
+                match secrets.create(&PostParams::default(), &secret).await {
                     Ok(created) => created,
                     Err(kube::Error::Api(response)) if response.code == 409 => secrets.get(&name).await?,
                     Err(error) => return Err(error.into()),
                 }
             }
         };
-        let bytes = existing
-            .data
-            .as_ref()
-            .and_then(|data| data.get(TOKEN_KEY))
-            .map(|value| value.0.clone())
-            .or_else(|| existing.string_data.as_ref().and_then(|d| d.get(TOKEN_KEY)).map(|s| s.clone().into_bytes()))
-            .ok_or_else(|| Error::InvalidTokenSecret { name: name.clone() })?;
-        String::from_utf8(bytes).map_err(|_| Error::InvalidTokenSecret { name })
+        let value = |key: &str| {
+            existing
+                .data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .map(|value| value.0.clone())
+                .or_else(|| existing.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
+        };
+        value(TOKEN_KEY).ok_or_else(|| Error::InvalidTokenSecret { name: name.clone() })?;
+        let admin = match value(ADMIN_TOKEN_KEY) {
+            Some(bytes) => bytes,
+            None => {
+                let admin = random();
+                let patch = serde_json::json!({ "stringData": { ADMIN_TOKEN_KEY: admin } });
+                secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                admin.into_bytes()
+            }
+        };
+        String::from_utf8(admin).map_err(|_| Error::InvalidTokenSecret { name })
     }
 
     async fn observe_pods(&self, token: &str, update_revision: Option<&str>) -> Result<Vec<SeenPod>> {

@@ -35,8 +35,10 @@ use crate::{
 pub const CLIENT_PORT: i32 = 7000;
 /// Port of Raft RPC and the admin API.
 pub const PEER_PORT: i32 = 7001;
-/// Key of the token in the Secret.
+/// Key of the cluster token (proves a peer) in the Secret.
 pub const TOKEN_KEY: &str = "token";
+/// Key of the bootstrap admin token (the operator's credential for the admin API) in the Secret.
+pub const ADMIN_TOKEN_KEY: &str = "admin-token";
 /// Name of the volume claim template; claims are `data-<pod>`.
 pub const DATA_VOLUME: &str = "data";
 /// UID and GID the node runs as (the image's non-root user).
@@ -120,13 +122,17 @@ fn metadata(cluster: &ConfluxCluster, name: String) -> ObjectMeta {
     }
 }
 
-/// The Secret holding the cluster token; created once, never re-applied (the token is random).
-pub fn token_secret(cluster: &ConfluxCluster, token: &str) -> Secret {
+/// The Secret holding the cluster token and the bootstrap admin token; created once, never
+/// re-applied (the tokens are random).
+pub fn token_secret(cluster: &ConfluxCluster, token: &str, admin_token: &str) -> Secret {
     let names = Names::of(cluster);
     Secret {
         metadata: metadata(cluster, names.token_secret()),
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), ByteString(token.as_bytes().to_vec()))])),
+        data: Some(BTreeMap::from([
+            (TOKEN_KEY.to_string(), ByteString(token.as_bytes().to_vec())),
+            (ADMIN_TOKEN_KEY.to_string(), ByteString(admin_token.as_bytes().to_vec())),
+        ])),
         ..Secret::default()
     }
 }
@@ -235,6 +241,7 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
             // The operator initializes pod 0 itself, exactly once; every node starts waiting.
             env("CONFLUX_JOIN", "true"),
             env("CONFLUX_CLUSTER_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_KEY}")),
+            env("CONFLUX_ADMIN_TOKEN_FILE", &format!("{TOKEN_DIR}/{ADMIN_TOKEN_KEY}")),
         ]),
         ports: Some(vec![
             ContainerPort { name: Some("client".into()), container_port: CLIENT_PORT, ..ContainerPort::default() },
@@ -424,6 +431,7 @@ mod tests {
             Some("http://$(POD_NAME).cfx-peers.$(POD_NAMESPACE).svc:7001")
         );
         assert_eq!(env["CONFLUX_CLUSTER_TOKEN_FILE"].as_deref(), Some("/etc/conflux/token/token"));
+        assert_eq!(env["CONFLUX_ADMIN_TOKEN_FILE"].as_deref(), Some("/etc/conflux/token/admin-token"));
         let security = pod.containers[0].security_context.clone().expect("security context");
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.run_as_non_root, Some(true));

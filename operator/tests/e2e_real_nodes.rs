@@ -204,10 +204,12 @@ impl Harness {
         self.api::<ConfluxCluster>().get(NAME).await.expect("cluster")
     }
 
-    async fn token(&self) -> Option<String> {
+    /// The cluster token and the bootstrap admin token from the operator's Secret.
+    async fn tokens(&self) -> Option<(String, String)> {
         let secret = self.api::<Secret>().get_opt(&format!("{NAME}-token")).await.expect("get secret")?;
-        let bytes = secret.data?.get("token")?.0.clone();
-        String::from_utf8(bytes).ok()
+        let data = secret.data?;
+        let value = |key: &str| String::from_utf8(data.get(key)?.0.clone()).ok();
+        Some((value("token")?, value("admin-token")?))
     }
 
     async fn statefulset_replicas(&self) -> u32 {
@@ -215,7 +217,7 @@ impl Harness {
         sts.and_then(|s| s.spec).and_then(|s| s.replicas).map_or(0, |r| u32::try_from(r).unwrap_or(0))
     }
 
-    fn spawn(&mut self, ordinal: u32, token: &str) {
+    fn spawn(&mut self, ordinal: u32, (token, admin_token): &(String, String)) {
         let dir = self.volumes.get(&ordinal).expect("volume exists").clone();
         let (client, peer) = {
             let addresses = self.addresses.lock().expect("addresses");
@@ -232,6 +234,7 @@ impl Harness {
             .args(["--listen", &client, "--peer-listen", &peer])
             .args(["--heartbeat-ms", "100", "--election-timeout-min-ms", "600", "--election-timeout-max-ms", "1200"])
             .env("CONFLUX_CLUSTER_TOKEN", token)
+            .env("CONFLUX_ADMIN_TOKEN", admin_token)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -273,7 +276,7 @@ impl Harness {
 
     /// The StatefulSet controller and the kubelet, one pass.
     async fn kubelet(&mut self) {
-        let Some(token) = self.token().await else { return };
+        let Some(tokens) = self.tokens().await else { return };
         let replicas = self.statefulset_replicas().await;
         let pods = self.api::<Pod>();
         let claims = self.api::<PersistentVolumeClaim>();
@@ -315,7 +318,7 @@ impl Harness {
                 self.processes.remove(&ordinal);
             }
             if !self.processes.contains_key(&ordinal) {
-                self.spawn(ordinal, &token);
+                self.spawn(ordinal, &tokens);
             }
             let ready = if self.ready(ordinal).await { "True" } else { "False" };
             let status = PodStatus {
@@ -416,7 +419,7 @@ impl Harness {
 
     /// The voters every running node agrees on, read from the nodes themselves.
     async fn voters_from_nodes(&self) -> BTreeSet<NodeId> {
-        let token = self.token().await.expect("token");
+        let (_, token) = self.tokens().await.expect("tokens");
         let mut sets = BTreeSet::new();
         let peers: Vec<SocketAddr> = self.addresses.lock().expect("addresses").peer.values().copied().collect();
         for (ordinal, addr) in peers.iter().enumerate() {
@@ -441,7 +444,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(urls: Vec<String>) -> Writer {
+    fn start(urls: Vec<String>, token: String) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let urls = Arc::new(Mutex::new(urls));
         let (stop_flag, shared) = (stop.clone(), urls.clone());
@@ -454,7 +457,7 @@ impl Writer {
                 let targets = shared.lock().expect("urls").clone();
                 let url = &targets[(sequence as usize) % targets.len().max(1)];
                 let key = format!("w{sequence}");
-                let client = Client::new(url, None);
+                let client = Client::new(url, Some(token.clone()));
                 let write = client.put(
                     ["e2e", "app", "prod", &key],
                     b"v".to_vec(),
@@ -483,8 +486,8 @@ impl Writer {
     }
 }
 
-async fn assert_all_readable(url: &str, keys: &[String]) {
-    let client = Client::new(url, None);
+async fn assert_all_readable(url: &str, token: &str, keys: &[String]) {
+    let client = Client::new(url, Some(token.to_string()));
     for key in keys {
         let found = client.get(["e2e", "app", "prod", key], false).await.expect("read");
         assert!(found.is_some(), "acknowledged write {key} is missing");
@@ -500,7 +503,8 @@ fn live_urls(harness: &Harness, replicas: u32) -> Vec<String> {
 async fn scaling_one_three_five_three_one_three_keeps_every_write_and_a_lost_disk_is_replaced() {
     let mut harness = Harness::new(1).await;
     harness.converge(1, "bootstrap").await;
-    let writer = Writer::start(live_urls(&harness, 1));
+    let (_, admin_token) = harness.tokens().await.expect("the operator created its Secret");
+    let writer = Writer::start(live_urls(&harness, 1), admin_token.clone());
 
     for replicas in [3u32, 5, 3, 1, 3] {
         harness.scale(replicas as i32).await;
@@ -538,5 +542,5 @@ async fn scaling_one_three_five_three_one_three_keeps_every_write_and_a_lost_dis
     // Elections take 0.6-1.2 s here (one follows the leader's death above); a stall past several
     // of them means quorum was lost.
     assert!(longest_gap < Duration::from_secs(10), "writes stalled for {longest_gap:?}: quorum was lost");
-    assert_all_readable(&live_urls(&harness, 3)[0], &acknowledged).await;
+    assert_all_readable(&live_urls(&harness, 3)[0], &admin_token, &acknowledged).await;
 }

@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 
 use super::convert::{self, checksum};
 use super::problem::ApiError;
-use super::request::{self, ConfigPath, EnvPath, Params, RequestId};
+use super::request::{self, Caller, ConfigPath, EnvPath, Params};
 use super::ApiState;
 use crate::command::{Change, Command, CommandResponse, Origin};
 use crate::model::{diff, ConfigKey, Format};
@@ -180,7 +180,7 @@ fn written(result: wire::WriteResult, status: StatusCode) -> Response {
 /// `PUT /api/v1/configs/{t}/{a}/{e}/{c}`: the raw body becomes the next version.
 pub async fn put(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     params: Params,
     headers: HeaderMap,
@@ -197,14 +197,14 @@ pub async fn put(
         expected_version: request::if_match_version(&headers)?,
         dry_run: request::flag(&params, "dry_run")?,
     };
-    let result = write_version(&state, request::origin(&request_id), version).await?;
+    let result = write_version(&state, caller.origin(), version).await?;
     Ok(written(result, StatusCode::OK))
 }
 
 /// `POST .../versions`: a new version from a JSON body `{content, format?, message?}`.
 pub async fn create_version(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     params: Params,
     headers: HeaderMap,
@@ -221,21 +221,21 @@ pub async fn create_version(
         expected_version: request::if_match_version(&headers)?,
         dry_run: request::flag(&params, "dry_run")?,
     };
-    let result = write_version(&state, request::origin(&request_id), version).await?;
+    let result = write_version(&state, caller.origin(), version).await?;
     let status = if result.dry_run { StatusCode::OK } else { StatusCode::CREATED };
     Ok(written(result, status))
 }
 
 pub async fn delete(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = request::config_key(path)?;
     let expected_version = request::if_match_version(&headers)?;
     let change = Change::DeleteConfig { key, expected_version };
-    match state.service.write(Command { origin: request::origin(&request_id), change }).await? {
+    match state.service.write(Command { origin: caller.origin(), change }).await? {
         CommandResponse::Deleted { version, revision } => {
             let result = wire::WriteResult { version, revision, checksum: None, size: None, dry_run: false };
             Ok(written(result, StatusCode::OK))
@@ -379,7 +379,7 @@ pub async fn get_schema(State(state): State<ApiState>, path: ConfigPath, params:
 /// `PUT .../schema`: sets the JSON Schema (draft 2020-12 unless `$schema` says otherwise).
 pub async fn put_schema(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<wire::Changed>, ApiError> {
@@ -388,13 +388,13 @@ pub async fn put_schema(
     crate::model::schema::Schema::compile(&body)?;
     let sum = crate::store::checksum(&body);
     let change = Change::SetSchema { key, schema: Some(body.to_vec()), checksum: Some(sum) };
-    schema_change(&state, &request_id, change).await
+    schema_change(&state, &caller, change).await
 }
 
 /// `DELETE .../schema`: new versions are no longer checked against a schema.
 pub async fn delete_schema(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
 ) -> Result<Json<wire::Changed>, ApiError> {
     let key = request::config_key(path)?;
@@ -403,15 +403,11 @@ pub async fn delete_schema(
         state.service.linearize().await?;
         existing_record(&state, &key)?;
     }
-    schema_change(&state, &request_id, Change::SetSchema { key, schema: None, checksum: None }).await
+    schema_change(&state, &caller, Change::SetSchema { key, schema: None, checksum: None }).await
 }
 
-async fn schema_change(
-    state: &ApiState,
-    request_id: &RequestId,
-    change: Change,
-) -> Result<Json<wire::Changed>, ApiError> {
-    match state.service.write(Command { origin: request::origin(request_id), change }).await? {
+async fn schema_change(state: &ApiState, caller: &Caller, change: Change) -> Result<Json<wire::Changed>, ApiError> {
+    match state.service.write(Command { origin: caller.origin(), change }).await? {
         CommandResponse::Done { revision } => Ok(Json(wire::Changed { revision, created: None })),
         other => Err(refused(&other, None)),
     }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::configs::refused;
 use super::convert;
 use super::problem::ApiError;
-use super::request::{self, Params, RequestId};
+use super::request::{self, Caller, Params};
 use super::ApiState;
 use crate::command::{Change, Command, CommandResponse};
 use crate::model::{check_segment, Namespace};
@@ -44,8 +44,8 @@ fn optional_body<T: DeserializeOwned + Default>(body: Result<Bytes, BytesRejecti
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest { code: "invalid_json", detail: e.to_string() })
 }
 
-async fn apply(state: &ApiState, request_id: &RequestId, change: Change) -> Result<Response, ApiError> {
-    match state.service.write(Command { origin: request::origin(request_id), change }).await? {
+async fn apply(state: &ApiState, caller: &Caller, change: Change) -> Result<Response, ApiError> {
+    match state.service.write(Command { origin: caller.origin(), change }).await? {
         CommandResponse::Put { created, revision } => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             Ok((status, Json(wire::Changed { revision, created: Some(created) })).into_response())
@@ -102,25 +102,25 @@ pub async fn get_tenant(
 
 pub async fn put_tenant(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: TenantPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_name(path)?;
     let spec: wire::TenantSpec = optional_body(body)?;
     let quotas = convert::quota_update(spec.quotas)?;
-    apply(&state, &request_id, Change::PutTenant { tenant, description: spec.description, quotas }).await
+    apply(&state, &caller, Change::PutTenant { tenant, description: spec.description, quotas }).await
 }
 
 pub async fn delete_tenant(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: TenantPath,
     params: Params,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_name(path)?;
     let force = request::flag(&request::query(params)?, "force")?;
-    apply(&state, &request_id, Change::DeleteTenant { tenant, force }).await
+    apply(&state, &caller, Change::DeleteTenant { tenant, force }).await
 }
 
 pub async fn list_apps(
@@ -151,24 +151,24 @@ pub async fn get_app(
 
 pub async fn put_app(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: AppPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (tenant, app) = app_names(path)?;
     let spec: wire::LevelSpec = optional_body(body)?;
-    apply(&state, &request_id, Change::PutApp { tenant, app, description: spec.description }).await
+    apply(&state, &caller, Change::PutApp { tenant, app, description: spec.description }).await
 }
 
 pub async fn delete_app(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: AppPath,
     params: Params,
 ) -> Result<Response, ApiError> {
     let (tenant, app) = app_names(path)?;
     let force = request::flag(&request::query(params)?, "force")?;
-    apply(&state, &request_id, Change::DeleteApp { tenant, app, force }).await
+    apply(&state, &caller, Change::DeleteApp { tenant, app, force }).await
 }
 
 pub async fn list_envs(
@@ -199,22 +199,22 @@ pub async fn get_env(
 
 pub async fn put_env(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: EnvPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let namespace: Namespace = request::namespace(path)?;
     let spec: wire::LevelSpec = optional_body(body)?;
-    apply(&state, &request_id, Change::PutEnv { namespace, description: spec.description }).await
+    apply(&state, &caller, Change::PutEnv { namespace, description: spec.description }).await
 }
 
 pub async fn delete_env(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: EnvPath,
     params: Params,
 ) -> Result<Response, ApiError> {
     let namespace = request::namespace(path)?;
     let force = request::flag(&request::query(params)?, "force")?;
-    apply(&state, &request_id, Change::DeleteEnv { namespace, force }).await
+    apply(&state, &caller, Change::DeleteEnv { namespace, force }).await
 }

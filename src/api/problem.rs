@@ -4,7 +4,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Unauthenticated;
 use crate::command::CommandResponse;
+use crate::model::access::AccessError;
 use crate::model::format::{ContentError, UnknownFormat};
 use crate::model::hierarchy::QuotaError;
 use crate::model::release::RuleError;
@@ -68,8 +70,12 @@ pub enum ApiError {
     TooManyWatchers(String),
     #[error("{detail}")]
     Unavailable { code: &'static str, detail: String },
-    #[error("missing or wrong cluster token: send Authorization: Bearer <token>")]
-    Unauthorized,
+    #[error(transparent)]
+    Unauthenticated(#[from] Unauthenticated),
+    #[error(transparent)]
+    Access(AccessError),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("method not allowed on this path")]
@@ -100,6 +106,7 @@ impl ApiError {
             CommandResponse::NotEmpty { detail } => ApiError::NotEmpty(detail.clone()),
             CommandResponse::TooLarge { size, limit } => ApiError::ConfigTooLarge { size: *size, limit: *limit },
             CommandResponse::QuotaExceeded { detail } => ApiError::QuotaExceeded(detail.clone()),
+            CommandResponse::AlreadyExists { detail } => ApiError::AlreadyExists(detail.clone()),
         })
     }
 
@@ -142,7 +149,17 @@ impl ApiError {
             ApiError::RevisionWaitTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "revision_wait_timeout"),
             ApiError::TooManyWatchers(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_watchers"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthenticated(Unauthenticated::Store(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
+            }
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Access(AccessError::RoleTooSmall { .. } | AccessError::OutOfScope { .. }) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
+            ApiError::Access(AccessError::BadRole(_) | AccessError::BadScope(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_token_request")
+            }
+            ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         }
@@ -166,7 +183,11 @@ impl ApiError {
     /// The problem document this error answers with (also sent in a watch stream's last event).
     pub fn problem(&self) -> Problem {
         let (status, code) = self.status_and_code();
-        let detail = if status.is_server_error() && matches!(self, ApiError::Service(service::Error::Storage(_))) {
+        let internal = matches!(
+            self,
+            ApiError::Service(service::Error::Storage(_)) | ApiError::Unauthenticated(Unauthenticated::Store(_))
+        );
+        let detail = if status.is_server_error() && internal {
             tracing::error!(error = %self, "request failed");
             "internal error; see the node's log".to_string()
         } else {

@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use super::configs::{json_body, refused};
 use super::convert;
 use super::problem::ApiError;
-use super::request::{self, ConfigPath, Params, RequestId};
+use super::request::{self, Caller, ConfigPath, Params};
 use super::ApiState;
 use crate::command::{Change, Command, CommandResponse, ReleaseKind};
 use crate::model::release::{self, Labels, Rule};
@@ -41,7 +41,7 @@ pub async fn get(State(state): State<ApiState>, path: ConfigPath, params: Params
 /// Proposes a new rule list if the current release is still `expected`.
 async fn change(
     state: &ApiState,
-    request_id: &RequestId,
+    caller: &Caller,
     key: ConfigKey,
     rules: Vec<Rule>,
     expected: u64,
@@ -52,7 +52,7 @@ async fn change(
     release::validate(&rules, |_| true).map_err(|e| ApiError::InvalidRules(e.to_string()))?;
     let change =
         Change::SetRelease { key, rules, expected_release: expected, message: message.unwrap_or_default(), kind };
-    match state.service.write(Command { origin: request::origin(request_id), change }).await? {
+    match state.service.write(Command { origin: caller.origin(), change }).await? {
         CommandResponse::Released { release, revision } => Ok(with_etag(wire::Released { release, revision }, release)),
         other => Err(refused(&other, Some(expected))),
     }
@@ -61,7 +61,7 @@ async fn change(
 /// `PUT .../release` with `If-Match: "r<current>"`: replaces the whole rule list.
 pub async fn put(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     headers: HeaderMap,
     body: Result<Json<wire::ReleaseSpec>, JsonRejection>,
@@ -70,13 +70,13 @@ pub async fn put(
     let expected = request::if_match_release(&headers)?;
     let spec = json_body(&state, body)?;
     let rules = convert::rules_from_wire(&spec.rules)?;
-    change(&state, &request_id, key, rules, expected, spec.message, ReleaseKind::Set).await
+    change(&state, &caller, key, rules, expected, spec.message, ReleaseKind::Set).await
 }
 
 /// `POST .../release/publish`: one version becomes the default for everyone (gray rules end).
 pub async fn publish(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     headers: HeaderMap,
     body: Result<Json<wire::Publish>, JsonRejection>,
@@ -85,13 +85,13 @@ pub async fn publish(
     let expected = request::if_match_release(&headers)?;
     let spec = json_body(&state, body)?;
     let rules = vec![Rule { labels: Labels::new(), version: spec.version, priority: 0, percent: None }];
-    change(&state, &request_id, key, rules, expected, spec.message, ReleaseKind::Publish).await
+    change(&state, &caller, key, rules, expected, spec.message, ReleaseKind::Publish).await
 }
 
 /// `POST .../release/rollback`: restores the rules of an earlier release, as a new release.
 pub async fn rollback(
     State(state): State<ApiState>,
-    Extension(request_id): Extension<RequestId>,
+    Extension(caller): Extension<Caller>,
     path: ConfigPath,
     headers: HeaderMap,
     body: Result<Json<wire::Rollback>, JsonRejection>,
@@ -107,7 +107,7 @@ pub async fn rollback(
     }
     let earlier = earlier.ok_or_else(|| ApiError::NotFound(format!("release {} of config {key}", spec.to)))?;
     let kind = ReleaseKind::Rollback { to: spec.to };
-    change(&state, &request_id, key, earlier.rules, expected, spec.message, kind).await
+    change(&state, &caller, key, earlier.rules, expected, spec.message, kind).await
 }
 
 /// `GET .../releases`: the release history, newest first.

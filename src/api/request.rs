@@ -1,6 +1,6 @@
 //! What handlers read from a request besides its body: query parameters, pagination, `If-Match`
-//! for versions and releases, client labels, the request's origin (actor and request id, set by
-//! the `request_id` middleware), and the read fence (`consistency`, `min_revision`).
+//! for versions and releases, client labels, the request's id (the `request_id` middleware) and its
+//! caller (the access middleware), and the read fence (`consistency`, `min_revision`).
 
 use std::collections::HashMap;
 
@@ -13,13 +13,12 @@ use axum::response::Response;
 use super::problem::ApiError;
 use super::ApiState;
 use crate::command::Origin;
+use crate::model::access::{Action, Principal, Scope};
 use crate::model::release::{self, Labels};
 use crate::model::{ConfigKey, Namespace};
 
 pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-/// The actor recorded for every change until access control (tokens) exists.
-pub const ANONYMOUS: &str = "anonymous";
 /// Default and largest page sizes of every listing.
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -44,9 +43,23 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Who is making a change, for its audit record.
-pub fn origin(request_id: &RequestId) -> Origin {
-    Origin { actor: ANONYMOUS.to_string(), request_id: request_id.0.clone() }
+/// Who is calling (checked by the access middleware of the route) and the request's id.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub request_id: String,
+}
+
+impl Caller {
+    /// Who is making a change, for its audit record and version author.
+    pub fn origin(&self) -> Origin {
+        Origin { actor: self.principal.actor.clone(), request_id: self.request_id.clone() }
+    }
+
+    /// 403 unless the caller may do `action` on `target` (for routes whose target is in the body).
+    pub fn authorize(&self, action: Action, target: &Scope) -> Result<(), ApiError> {
+        self.principal.authorize(action, target).map_err(ApiError::Access)
+    }
 }
 
 pub fn query(params: Params) -> Result<HashMap<String, String>, ApiError> {

@@ -11,15 +11,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::Stream;
 
 use super::configs::json_body;
 use super::convert;
 use super::problem::ApiError;
-use super::request::{self, ConfigPath, Params};
+use super::request::{self, Caller, ConfigPath, Params};
 use super::ApiState;
 use crate::metrics;
+use crate::model::access::{Action, Scope};
 use crate::model::{release, ConfigKey, Namespace};
 use crate::service::watchers::WatchersQuery;
 use crate::watch::presence::Cursor;
@@ -58,8 +59,10 @@ struct Checked {
     progress: Duration,
 }
 
-fn check(state: &ApiState, body: wire::WatchRequest) -> Result<Checked, ApiError> {
+fn check(state: &ApiState, caller: &Caller, body: wire::WatchRequest) -> Result<Checked, ApiError> {
     let namespace = Namespace::new(&body.tenant, &body.app, &body.env)?;
+    let target = Scope { path: vec![namespace.tenant.clone(), namespace.app.clone(), namespace.env.clone()] };
+    caller.authorize(Action::Resolve, &target)?;
     let limit = state.service.watch.limits.max_configs_per_watch;
     let too_many = |what: &str, count: usize| ApiError::BadRequest {
         code: "too_many_configs",
@@ -137,9 +140,10 @@ fn no_store_headers(revision: u64) -> [(HeaderName, HeaderValue); 2] {
 /// `POST /api/v1/watch`
 pub async fn long_poll(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let answered = long_poll_answer(&state, body).await;
+    let answered = long_poll_answer(&state, &caller, body).await;
     match &answered {
         Ok(answer) if answer.changes.is_empty() && answer.deleted.is_empty() => count("timeout"),
         Ok(_) => count("changed"),
@@ -152,9 +156,10 @@ pub async fn long_poll(
 
 async fn long_poll_answer(
     state: &ApiState,
+    caller: &Caller,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<WatchAnswer, ApiError> {
-    let checked = check(state, json_body(state, body)?)?;
+    let checked = check(state, caller, json_body(state, body)?)?;
     let (mut session, first) = start(state, checked.spec).await?;
     if let Some(answer) = first {
         return Ok(answer);
@@ -243,11 +248,12 @@ impl Streaming {
 /// `POST /api/v1/watch/stream` (`Last-Event-ID` raises `since_revision`)
 pub async fn stream(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let opened = async {
-        let mut checked = check(&state, json_body(&state, body)?)?;
+        let mut checked = check(&state, &caller, json_body(&state, body)?)?;
         if let Some(last) = last_event_id(&headers)? {
             checked.spec.since_revision = checked.spec.since_revision.max(last);
         }

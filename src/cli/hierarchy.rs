@@ -284,7 +284,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         from_ms: args.from_ms,
         to_ms: args.to_ms,
     };
-    let listing = args.target.client().audit(tenant.parts()[0], &query, &args.page.page()).await?;
+    let listing = args.target.client()?.audit(tenant.parts()[0], &query, &args.page.page()).await?;
     if args.json {
         print_json(&listing)?;
     } else {

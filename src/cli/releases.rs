@@ -297,7 +297,7 @@ pub async fn release(client: &Client, command: ReleaseCommand) -> anyhow::Result
 
 /// `conflux resolve KEY` or `conflux resolve tenant/app/env --all|CONFIG...`.
 pub async fn resolve(args: ResolveArgs) -> anyhow::Result<()> {
-    let client = args.target.client();
+    let client = args.target.client()?;
     let labels = parse_labels(args.labels.as_deref().unwrap_or(""))?;
     let parts = args.key.split('/').count();
     if parts == 4 {

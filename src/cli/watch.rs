@@ -53,7 +53,8 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         timeout: Duration::from_millis(args.timeout_ms),
         inline_max_bytes: None,
     };
-    let mut watcher = Watcher::new(endpoints(&args.target.endpoint)?, spec);
+    let token = super::credential(args.target.token_file.as_deref())?;
+    let mut watcher = Watcher::new(endpoints(&args.target.endpoint)?, spec).with_token(token);
     loop {
         let answer = watcher.next().await?;
         let lines = if args.json { json_lines(&answer)? } else { text_lines(&answer) };

@@ -66,6 +66,7 @@ impl Default for WatchSpec {
 /// something; the watcher keeps what the program holds and the last revision between calls.
 pub struct Watcher {
     http: reqwest::Client,
+    token: Option<String>,
     nodes: Vec<String>,
     current: usize,
     spec: WatchSpec,
@@ -90,7 +91,13 @@ impl Watcher {
         let nodes: Vec<String> = nodes.into_iter().map(|node| node.trim_end_matches('/').to_string()).collect();
         let mut backoff = Backoff::new();
         let current = backoff.below(nodes.len());
-        Watcher { http, nodes, current, spec, known: BTreeMap::new(), revision: 0, backoff }
+        Watcher { http, token: None, nodes, current, spec, known: BTreeMap::new(), revision: 0, backoff }
+    }
+
+    /// Sends `token` (a `client` token of the env is enough) with every poll.
+    pub fn with_token(mut self, token: Option<String>) -> Watcher {
+        self.token = token;
+        self
     }
 
     /// Starts from what the program already holds (e.g. resolved before watching) and the
@@ -150,7 +157,7 @@ impl Watcher {
 
     /// One long-poll on the current node.
     async fn poll(&self) -> Result<wire::WatchAnswer, (ClientError, Retry)> {
-        let client = Client { http: self.http.clone(), endpoint: self.node().to_string(), token: None };
+        let client = Client { http: self.http.clone(), endpoint: self.node().to_string(), token: self.token.clone() };
         let request_timeout = self.spec.timeout.saturating_add(self.spec.timeout / 16).saturating_add(REQUEST_MARGIN);
         let builder = client.request(Method::POST, "/api/v1/watch").json(&self.request()).timeout(request_timeout);
         let response = builder.send().await.map_err(|error| {

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA};
 use crate::command::{Change, Command, CommandResponse, Level, Origin, ReleaseKind};
+use crate::model::access::{Revocation, TokenRecord};
 use crate::model::audit::{AuditAction, AuditRecord};
 use crate::model::config::{versions_to_drop, Release, ReleaseAction, VersionMeta};
 use crate::model::hierarchy::{AppRecord, EnvRecord, LevelInfo, QuotaUpdate, Quotas, TenantRecord};
@@ -111,6 +112,21 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
             Change::SetRelease { key, rules, expected_release, message, kind } => {
                 self.set_release(&origin, &key, rules, expected_release, message, kind)
             }
+            Change::CreateToken { id, name, role, scope, secret_sha256, ttl_ms } => {
+                let record = TokenRecord {
+                    id,
+                    name,
+                    role,
+                    scope,
+                    secret_sha256,
+                    created_ms: self.time_ms,
+                    created_by: origin.actor,
+                    expires_ms: ttl_ms.map(|ttl| self.time_ms.saturating_add(ttl)),
+                    revoked: None,
+                };
+                self.create_token(record)
+            }
+            Change::RevokeToken { id } => self.revoke_token(&origin, &id),
         }
     }
 
@@ -136,6 +152,30 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
         };
         self.overlay.put(keys::audit(&tenant, self.revision, self.audit_seq), &record);
         self.audit_seq += 1;
+    }
+
+    /// Tokens are not in a tenant's audit log (a cluster-wide token has no tenant): the record
+    /// itself keeps who created and who revoked it, and when.
+    fn create_token(&mut self, record: TokenRecord) -> Applied {
+        let key = keys::token(&record.id);
+        if self.overlay.get::<TokenRecord>("token record", &key)?.is_some() {
+            return Ok(CommandResponse::AlreadyExists { detail: format!("token {} exists", record.id) });
+        }
+        self.overlay.put(key, &record);
+        Ok(CommandResponse::Done { revision: self.revision })
+    }
+
+    /// Revoking twice keeps the first revocation.
+    fn revoke_token(&mut self, origin: &Origin, id: &str) -> Applied {
+        let key = keys::token(id);
+        let Some(mut record) = self.overlay.get::<TokenRecord>("token record", &key)? else {
+            return Ok(not_found(Level::Token, id));
+        };
+        if record.revoked.is_none() {
+            record.revoked = Some(Revocation { time_ms: self.time_ms, by: origin.actor.clone() });
+            self.overlay.put(key, &record);
+        }
+        Ok(CommandResponse::Done { revision: self.revision })
     }
 
     fn new_info(&self, description: Option<String>) -> LevelInfo {

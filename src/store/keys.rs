@@ -4,7 +4,8 @@
 //!
 //! `sm_data` holds, per kind, a one-letter tag then the names:
 //! `t` tenant, `p` app, `e` env, `c` config record, `v` version content, `m` version metadata,
-//! `r` release history, `s` schema, `a` audit (per tenant, by revision then position).
+//! `r` release history, `s` schema, `a` audit (per tenant, by revision then position), `k` access
+//! token (by id).
 
 use crate::model::{ConfigKey, Namespace};
 
@@ -32,6 +33,7 @@ const META: &str = "m";
 const RELEASE: &str = "r";
 const SCHEMA: &str = "s";
 const AUDIT: &str = "a";
+const TOKEN: &str = "k";
 
 /// Every kind of key that lives under a config (and so under its env, app and tenant).
 const CONFIG_KINDS: [&str; 5] = [CONFIG, CONTENT, META, RELEASE, SCHEMA];
@@ -135,6 +137,14 @@ pub fn audit(tenant: &str, revision: u64, seq: u32) -> Vec<u8> {
 
 pub fn audit_prefix(tenant: &str) -> Vec<u8> {
     children(joined(AUDIT, &[tenant]))
+}
+
+pub fn token(id: &str) -> Vec<u8> {
+    joined(TOKEN, &[id])
+}
+
+pub fn token_prefix() -> Vec<u8> {
+    children(TOKEN.as_bytes().to_vec())
 }
 
 /// The key ranges holding everything under a tenant, except its own record and its audit log

@@ -7,6 +7,7 @@ use rocksdb::{Direction, IteratorMode};
 use serde::de::DeserializeOwned;
 
 use super::{decode, keys, Store, StoreError, CF_SM_DATA};
+use crate::model::access::TokenRecord;
 use crate::model::audit::{AuditFilter, AuditRecord};
 use crate::model::config::{Release, VersionMeta};
 use crate::model::hierarchy::{AppRecord, EnvRecord, TenantRecord};
@@ -103,6 +104,20 @@ impl Store {
         })?;
         let next = if more { items.last().map(|(name, _)| name.clone()) } else { None };
         Ok(Page { items, next })
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.get("token record", &keys::token(id))
+    }
+
+    /// Tokens by id, those `keep` accepts.
+    pub fn tokens(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<Page<(String, TokenRecord)>, StoreError> {
+        self.named_page("token record", keys::token_prefix(), after, limit, keep)
     }
 
     pub fn tenant(&self, tenant: &str) -> Result<Option<TenantRecord>, StoreError> {

@@ -19,6 +19,8 @@ mod proxy;
 pub use proxy::FaultProxy;
 
 pub const TOKEN: &str = "test-cluster-token-0123456789abcdef";
+/// The bootstrap admin token every test node is given.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// Extra `conflux serve` flags for every node of a cluster.
 #[derive(Clone, Default)]
@@ -40,10 +42,10 @@ impl TestNode {
         format!("http://{}", self.client_addr)
     }
     pub fn client(&self) -> Client {
-        Client::new(&self.client_url(), None)
+        Client::new(&self.client_url(), Some(ADMIN_TOKEN.to_string()))
     }
     pub fn admin(&self) -> Client {
-        Client::new(&format!("http://{}", self.peer_addr), Some(TOKEN.to_string()))
+        Client::new(&format!("http://{}", self.peer_addr), Some(ADMIN_TOKEN.to_string()))
     }
     pub fn is_running(&self) -> bool {
         self.process.is_some()
@@ -67,6 +69,7 @@ fn spawn(dir: &Path, listen: &str, peer_listen: &str, advertise_peer: &str, opti
         .args(["--heartbeat-ms", "150", "--election-timeout-min-ms", "800", "--election-timeout-max-ms", "1600"])
         .args(&options.extra_args)
         .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
+        .env("CONFLUX_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "info,openraft=warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -132,7 +135,7 @@ impl TestCluster {
         let process = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", &proxy.url(), &self.options);
         let (client_addr, peer_addr) = wait_listening(&dir).await;
         proxy.set_target(peer_addr);
-        let admin = Client::new(&format!("http://{peer_addr}"), Some(TOKEN.to_string()));
+        let admin = Client::new(&format!("http://{peer_addr}"), Some(ADMIN_TOKEN.to_string()));
         let node_id = eventually("node answers status", Duration::from_secs(10), || async {
             admin.status().await.ok().map(|s| s.node_id)
         })
@@ -266,7 +269,8 @@ impl WriteLoad {
         let workers = (0..workers)
             .map(|worker| {
                 let stop = stop.clone();
-                let clients: Vec<Client> = client_urls.iter().map(|u| Client::new(u, None)).collect();
+                let clients: Vec<Client> =
+                    client_urls.iter().map(|u| Client::new(u, Some(ADMIN_TOKEN.to_string()))).collect();
                 tokio::spawn(async move {
                     let (mut acked, mut failed) = (Vec::new(), 0u64);
                     let mut seq = 0usize;

@@ -10,9 +10,12 @@ use tempfile::TempDir;
 pub struct Node {
     _dir: TempDir,
     pub handle: NodeHandle,
+    /// Sends the bootstrap admin token with every request unless the request sets its own.
     pub http: reqwest::Client,
-    /// The cluster token the node created in its data directory (admin and peer calls).
+    /// The bootstrap admin token the node created in its data directory (client and admin APIs).
     pub token: String,
+    /// The cluster token the node created in its data directory (peer calls).
+    pub cluster_token: String,
 }
 
 /// Starts a single-node cluster and returns once it answers.
@@ -28,8 +31,14 @@ pub async fn node_with(adjust: impl FnOnce(&mut NodeConfig)) -> Node {
     config.peer_listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);
     let handle = start_node(config).await.expect("node starts");
-    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
-    Node { _dir: dir, handle, http: reqwest::Client::new(), token }
+    let read = |file: &str| std::fs::read_to_string(dir.path().join(file)).unwrap_or_default();
+    let (token, cluster_token) = (read("admin-token"), read("cluster-token"));
+    let mut headers = reqwest::header::HeaderMap::new();
+    if !token.is_empty() {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    }
+    let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    Node { _dir: dir, handle, http, token, cluster_token }
 }
 
 impl Node {
@@ -44,5 +53,10 @@ impl Node {
 
     pub fn peer_url(&self, path: &str) -> String {
         format!("http://{}{}", self.handle.peer_addr, path)
+    }
+
+    /// A typed client of the client API with the bootstrap admin token.
+    pub fn client(&self) -> conflux::client::Client {
+        conflux::client::Client::new(&self.client_url(""), Some(self.token.clone()))
     }
 }

@@ -414,8 +414,10 @@ async fn a_three_replica_cluster_gets_valid_complete_objects_and_a_three_voter_m
     harness.settle(8).await;
 
     let secret = harness.api::<Secret>().get("cfx-token").await.expect("token secret");
-    let token = secret.data.expect("data")["token"].0.clone();
+    let data = secret.data.expect("data");
+    let (token, admin_token) = (data["token"].0.clone(), data["admin-token"].0.clone());
     assert!(token.len() >= 16, "the token is long enough for the node");
+    assert!(admin_token.len() >= 16 && admin_token != token, "a separate admin token for the admin API");
     let peers = harness.api::<Service>().get("cfx-peers").await.expect("headless service");
     let peer_spec = peers.spec.expect("spec");
     assert_eq!(peer_spec.cluster_ip.as_deref(), Some("None"));
