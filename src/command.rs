@@ -180,18 +180,133 @@ impl Change {
     }
 }
 
+/// Why a command was refused before it was proposed; says what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid command: {0}")]
+pub struct InvalidCommand(pub String);
+
 impl Command {
-    /// Roughly how many bytes this command adds to a log entry.
+    /// Roughly how many bytes this command adds to a log entry: never less than its variable-length
+    /// fields, so the write batcher's byte bound holds however the bytes are spread.
     pub fn size_hint(&self) -> usize {
         let origin = self.origin.actor.len() + self.origin.request_id.len();
-        origin
-            + match &self.change {
-                Change::WriteVersion { content, message, .. } => 64 + content.len() + message.len(),
-                Change::SetSchema { schema, .. } => 64 + schema.as_ref().map_or(0, Vec::len),
-                Change::SetRelease { rules, message, .. } => 64 + rules.len() * 64 + message.len(),
-                _ => 64,
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        let variable = match &self.change {
+            Change::PutTenant { tenant, description, .. } => tenant.len() + text(description),
+            Change::DeleteTenant { tenant, .. } => tenant.len(),
+            Change::PutApp { tenant, app, description } => tenant.len() + app.len() + text(description),
+            Change::DeleteApp { tenant, app, .. } => tenant.len() + app.len(),
+            Change::PutEnv { namespace, description } => namespace_len(namespace) + text(description),
+            Change::DeleteEnv { namespace, .. } => namespace_len(namespace),
+            Change::WriteVersion { key, content, message, checked_schema, .. } => {
+                key_len(key) + content.len() + message.len() + text(checked_schema)
             }
+            Change::DeleteConfig { key, .. } => key_len(key),
+            Change::SetSchema { key, schema, checksum } => {
+                key_len(key) + schema.as_ref().map_or(0, Vec::len) + text(checksum)
+            }
+            Change::SetRelease { key, rules, message, .. } => {
+                let labels = |rule: &Rule| rule.labels.iter().map(|(k, v)| 16 + k.len() + v.len()).sum::<usize>();
+                key_len(key) + message.len() + rules.iter().map(|rule| 64 + labels(rule)).sum::<usize>()
+            }
+            Change::CreateToken { id, name, scope, .. } => {
+                id.len() + name.len() + 32 + scope.path.iter().map(|s| 8 + s.len()).sum::<usize>()
+            }
+            Change::RevokeToken { id } => id.len(),
+        };
+        origin + 64 + variable
     }
+
+    /// The checks the client API makes before it proposes a command, for commands that arrive
+    /// from elsewhere (a follower's forwarded write): names, content that parses as its format,
+    /// sizes, schemas that compile, rules and quotas that are valid. What depends on the state
+    /// (versions, quotas in use) is checked at apply, as for every command.
+    pub fn check(&self, max_body_bytes: usize) -> Result<(), InvalidCommand> {
+        use crate::model::{access, check_segment, release, schema::Schema};
+        let invalid = |e: &dyn std::fmt::Display| InvalidCommand(e.to_string());
+        let body = |what: &str, len: usize| {
+            if len > max_body_bytes {
+                return Err(InvalidCommand(format!(
+                    "{what} of {len} bytes is over the limit of {max_body_bytes} bytes"
+                )));
+            }
+            Ok(())
+        };
+        let description = |d: &Option<String>| body("description", d.as_ref().map_or(0, String::len));
+        let key =
+            |k: &ConfigKey| ConfigKey::new(&k.tenant, &k.app, &k.env, &k.name).map(|_| ()).map_err(|e| invalid(&e));
+        let namespace = |n: &Namespace| Namespace::new(&n.tenant, &n.app, &n.env).map(|_| ()).map_err(|e| invalid(&e));
+        // A message comes in a JSON body or in the query string, which `http` caps below 64 KiB.
+        let message = |m: &String| {
+            if m.len() > max_body_bytes.max(MAX_URI_BYTES) {
+                return Err(InvalidCommand(format!("message of {} bytes is too long", m.len())));
+            }
+            Ok(())
+        };
+        let origin = self.origin.actor.len() + self.origin.request_id.len();
+        if origin > MAX_URI_BYTES {
+            return Err(InvalidCommand(format!("origin of {origin} bytes is too long")));
+        }
+        match &self.change {
+            Change::PutTenant { tenant, description: d, quotas } => {
+                check_segment("tenant", tenant).map_err(|e| invalid(&e))?;
+                quotas.validate().map_err(|e| invalid(&e))?;
+                description(d)
+            }
+            Change::DeleteTenant { tenant, .. } => check_segment("tenant", tenant).map_err(|e| invalid(&e)),
+            Change::PutApp { tenant, app, description: d } => {
+                check_segment("tenant", tenant).and_then(|_| check_segment("app", app)).map_err(|e| invalid(&e))?;
+                description(d)
+            }
+            Change::DeleteApp { tenant, app, .. } => {
+                check_segment("tenant", tenant).and_then(|_| check_segment("app", app)).map_err(|e| invalid(&e))
+            }
+            Change::PutEnv { namespace: n, description: d } => {
+                namespace(n)?;
+                description(d)
+            }
+            Change::DeleteEnv { namespace: n, .. } => namespace(n),
+            Change::WriteVersion { key: k, format, content, message: text, .. } => {
+                key(k)?;
+                body("content", content.len())?;
+                message(text)?;
+                format.parse_tree(content).map(|_| ()).map_err(|e| invalid(&e))
+            }
+            Change::DeleteConfig { key: k, .. } => key(k),
+            Change::SetSchema { key: k, schema, checksum } => {
+                key(k)?;
+                match (schema, checksum) {
+                    (None, None) => Ok(()),
+                    (Some(schema), Some(_)) => {
+                        body("schema", schema.len())?;
+                        Schema::compile(schema).map(|_| ()).map_err(|e| invalid(&e))
+                    }
+                    _ => Err(InvalidCommand("a schema and its checksum come together".into())),
+                }
+            }
+            Change::SetRelease { key: k, rules, message: text, .. } => {
+                key(k)?;
+                message(text)?;
+                release::validate(rules, |_| true).map_err(|e| invalid(&e))
+            }
+            Change::CreateToken { id, name, scope, ttl_ms, .. } => {
+                access::check_token_id(id).map_err(|e| invalid(&e))?;
+                access::check_new_token(name, scope, ttl_ms.map(|ms| ms.div_ceil(1000))).map_err(|e| invalid(&e))
+            }
+            Change::RevokeToken { id } => access::check_token_id(id).map_err(|e| invalid(&e)),
+        }
+    }
+}
+
+/// The longest URI the `http` crate parses; bounds what a query string or header can carry.
+const MAX_URI_BYTES: usize = 64 * 1024;
+
+fn namespace_len(namespace: &Namespace) -> usize {
+    namespace.tenant.len() + namespace.app.len() + namespace.env.len()
+}
+
+fn key_len(key: &ConfigKey) -> usize {
+    key.tenant.len() + key.app.len() + key.env.len() + key.name.len()
 }
 
 /// Which level of the hierarchy an answer is about.

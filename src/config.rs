@@ -37,9 +37,13 @@ pub struct NodeConfig {
     /// `CONFLUX_ADMIN_TOKEN`. Without either, a single node creates one in <data>/admin-token.
     #[arg(long, env = "CONFLUX_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Largest accepted config body, in bytes.
+    /// Largest accepted config body, in bytes (at most 64 MiB). The peer listener's body limit is
+    /// derived from it.
     #[arg(long, env = "CONFLUX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest snapshot this node accepts from a leader, in bytes; chunks past it are refused.
+    #[arg(long, env = "CONFLUX_MAX_SNAPSHOT_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_snapshot_bytes: u64,
     /// Upper bound for one client write or linearizable read, in milliseconds.
     #[arg(long, env = "CONFLUX_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
@@ -73,6 +77,17 @@ pub enum AuthMode {
     Disabled,
 }
 
+/// The largest `--max-body-bytes`: a log entry may carry a full batch plus one command of twice
+/// this size, and every peer body must stay far below what a node can buffer.
+pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+/// What a command adds beyond its content and one more body-sized field (a JSON body's message or
+/// a release's rules): names, origin, a query-string message (hyper caps URIs at 64 KiB), bincode.
+const COMMAND_OVERHEAD_BYTES: usize = 256 * 1024;
+/// openraft's snapshot chunk size, set in [`NodeConfig::raft_config`].
+const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// What one peer body adds beyond its entries or chunk: log ids, votes, membership, bincode.
+const PEER_BODY_OVERHEAD_BYTES: usize = 1024 * 1024;
+
 /// A setting that cannot work, named so the user knows what to change.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {key}: {reason}")]
@@ -99,6 +114,22 @@ impl NodeConfig {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// The most bytes one `Command` can take once encoded: its content (at most one body) and
+    /// another body-sized field, plus fixed overhead.
+    pub fn max_command_bytes(&self) -> usize {
+        self.max_body_bytes.saturating_mul(2).saturating_add(COMMAND_OVERHEAD_BYTES)
+    }
+
+    /// The peer listener's body limit, which is also the most bytes a peer reply may have: the
+    /// largest of one AppendEntries (entries cut at `APPEND_BYTES_BUDGET`, or one entry when it is
+    /// larger: a write batch grows until `MAX_BATCH_BYTES`, then takes at most one more command),
+    /// one snapshot chunk, and one forwarded command, plus overhead.
+    pub fn peer_body_limit(&self) -> usize {
+        let entry = crate::service::write_batcher::MAX_BATCH_BYTES.saturating_add(self.max_command_bytes());
+        let append = entry.max(crate::network::client::APPEND_BYTES_BUDGET as usize);
+        append.max(SNAPSHOT_CHUNK_BYTES as usize).saturating_add(PEER_BODY_OVERHEAD_BYTES)
+    }
+
     /// Watcher bounds; a node that knows no leader for two maximal election timeouts sends its
     /// watchers elsewhere.
     pub fn watch_limits(&self) -> crate::watch::WatchLimits {
@@ -113,6 +144,22 @@ impl NodeConfig {
     pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         if self.max_body_bytes == 0 {
             return Err(ConfigError { key: "max-body-bytes", reason: "must be positive".into() });
+        }
+        if self.max_body_bytes > MAX_BODY_BYTES_LIMIT {
+            return Err(ConfigError {
+                key: "max-body-bytes",
+                reason: format!(
+                    "{} bytes is over the limit of {MAX_BODY_BYTES_LIMIT} bytes: Raft entries carrying such configs \
+                     would be larger than peers accept",
+                    self.max_body_bytes
+                ),
+            });
+        }
+        if self.max_snapshot_bytes < SNAPSHOT_CHUNK_BYTES {
+            return Err(ConfigError {
+                key: "max-snapshot-bytes",
+                reason: format!("must be at least one snapshot chunk ({SNAPSHOT_CHUNK_BYTES} bytes)"),
+            });
         }
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError {
@@ -132,7 +179,7 @@ impl NodeConfig {
             max_payload_entries: 512,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             replication_lag_threshold: self.snapshot_logs.saturating_mul(2),
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             max_in_snapshot_log_to_keep: self.keep_logs,
             purge_batch_size: self.snapshot_logs.clamp(1, 256),
             ..Default::default()
@@ -140,5 +187,43 @@ impl NodeConfig {
         config
             .validate()
             .map_err(|e| ConfigError { key: "heartbeat-ms / election-timeout-*-ms", reason: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_body(max_body_bytes: usize) -> NodeConfig {
+        NodeConfig { max_body_bytes, ..NodeConfig::with_data_dir("unused".into()) }
+    }
+
+    #[test]
+    fn body_limits_past_what_peers_accept_are_refused_at_start_up() {
+        for bytes in [MAX_BODY_BYTES_LIMIT + 1, 64 * 1024 * 1024 * 1024, usize::MAX] {
+            let err = with_body(bytes).raft_config().unwrap_err();
+            assert_eq!(err.key, "max-body-bytes", "{err}");
+            assert!(err.to_string().contains("over the limit"), "{err}");
+        }
+        assert_eq!(with_body(0).raft_config().unwrap_err().key, "max-body-bytes");
+        assert!(with_body(MAX_BODY_BYTES_LIMIT).raft_config().is_ok());
+        let small_snapshot = NodeConfig { max_snapshot_bytes: 1024, ..with_body(1024) };
+        assert_eq!(small_snapshot.raft_config().unwrap_err().key, "max-snapshot-bytes");
+    }
+
+    #[test]
+    fn the_peer_body_limit_holds_a_full_batch_of_the_largest_commands_for_every_accepted_body_limit() {
+        for bytes in [1, 1024, 1024 * 1024, 5 * 1024 * 1024, 60 * 1024 * 1024, MAX_BODY_BYTES_LIMIT] {
+            let config = with_body(bytes);
+            assert!(config.raft_config().is_ok());
+            let limit = config.peer_body_limit();
+            // A batch grows while under MAX_BATCH_BYTES, then takes one more command.
+            let largest_entry = crate::service::write_batcher::MAX_BATCH_BYTES + config.max_command_bytes();
+            assert!(limit > largest_entry, "{bytes}: {limit} <= {largest_entry}");
+            assert!(limit > crate::network::client::APPEND_BYTES_BUDGET as usize);
+            assert!(limit > 2 * bytes + 64 * 1024, "a body plus a query-string message fits");
+        }
+        // Larger bodies raise the peer limit beyond the old fixed 64 MiB.
+        assert!(with_body(MAX_BODY_BYTES_LIMIT).peer_body_limit() > 128 * 1024 * 1024);
     }
 }

@@ -35,6 +35,8 @@ pub enum PeerCallError {
     Refused { status: u16, message: String },
     #[error("peer answered with an undecodable body: {0}")]
     Decode(bincode::Error),
+    #[error("peer answered with more than {limit} bytes")]
+    ReplyTooLarge { limit: usize },
 }
 
 impl PeerCallError {
@@ -51,10 +53,13 @@ pub struct PeerClient {
     http: reqwest::Client,
     token: Arc<str>,
     identity: Arc<ClusterIdentity>,
+    max_reply_bytes: usize,
 }
 
 impl PeerClient {
-    pub fn new(token: Arc<str>, identity: Arc<ClusterIdentity>) -> PeerClient {
+    /// `max_reply_bytes` bounds every answer read (the peer body limit: no honest answer is
+    /// larger than what a peer may send).
+    pub fn new(token: Arc<str>, identity: Arc<ClusterIdentity>, max_reply_bytes: usize) -> PeerClient {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))
@@ -62,7 +67,7 @@ impl PeerClient {
             .pool_max_idle_per_host(64)
             .build()
             .expect("building the peer HTTP client");
-        PeerClient { http, token, identity }
+        PeerClient { http, token, identity, max_reply_bytes }
     }
 
     pub fn identity(&self) -> &ClusterIdentity {
@@ -93,7 +98,7 @@ impl PeerClient {
             .await
             .map_err(|e| if e.is_connect() { PeerCallError::Unreachable(e) } else { PeerCallError::Transport(e) })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(PeerCallError::Transport)?;
+        let bytes = read_capped(response, self.max_reply_bytes).await?;
         if !status.is_success() {
             return Err(PeerCallError::Refused {
                 status: status.as_u16(),
@@ -101,5 +106,63 @@ impl PeerClient {
             });
         }
         bincode::deserialize(&bytes).map_err(PeerCallError::Decode)
+    }
+}
+
+/// Reads a reply's body chunk by chunk, failing as soon as it passes `limit` bytes.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, PeerCallError> {
+    if response.content_length().is_some_and(|length| length > limit as u64) {
+        return Err(PeerCallError::ReplyTooLarge { limit });
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(PeerCallError::Transport)? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(PeerCallError::ReplyTooLarge { limit });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer client of a node whose store lives in `dir`.
+    pub(crate) fn peer_client(dir: &std::path::Path, max_reply_bytes: usize) -> PeerClient {
+        let store = crate::store::Store::open(dir).unwrap();
+        let identity = Arc::new(ClusterIdentity::load(store, "a-token-of-sixteen-chars".into()).unwrap());
+        PeerClient::new("a-token-of-sixteen-chars".into(), identity, max_reply_bytes)
+    }
+
+    /// Serves `app` on a free port of 127.0.0.1 and returns its URL.
+    pub(crate) async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn replies_larger_than_the_limit_are_refused_without_reading_them_whole() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let peers = peer_client(dir.path(), 64 * 1024);
+        let huge = || async { vec![7u8; 16 * 1024 * 1024] };
+        let streamed = || async {
+            let chunks = futures::stream::iter((0..256).map(|_| Ok::<_, std::io::Error>(vec![7u8; 64 * 1024])));
+            axum::body::Body::from_stream(chunks)
+        };
+        let small = || async { bincode::serialize(&42u64).unwrap() };
+        let app = axum::Router::new()
+            .route("/huge", axum::routing::post(huge))
+            .route("/streamed", axum::routing::post(streamed))
+            .route("/small", axum::routing::post(small));
+        let url = serve(app).await;
+        for path in ["/huge", "/streamed"] {
+            let reply: Result<u64, _> = peers.call(&url, path, 1, &(), Duration::from_secs(5)).await;
+            assert!(matches!(reply, Err(PeerCallError::ReplyTooLarge { limit: 65536 })), "{path}: {reply:?}");
+        }
+        let reply: u64 = peers.call(&url, "/small", 1, &(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(reply, 42);
     }
 }

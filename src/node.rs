@@ -165,7 +165,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
         peer_listener.local_addr().map_err(|source| StartError::Bind { addr: config.peer_listen, source })?;
     let advertise_peer = config.advertise_peer.clone().unwrap_or_else(|| format!("http://{peer_addr}"));
 
-    let peers = PeerClient::new(token.into(), identity.clone());
+    let peers = PeerClient::new(token.into(), identity.clone(), config.peer_body_limit());
     let storage = store.raft_storage();
     let committed_index = storage.log_store.committed_index();
     let raft = typ::Raft::new(
@@ -183,7 +183,12 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let service = Service::new(raft.clone(), store, peers, timeouts, advertise_peer, committed_index, watchers);
 
     let state = ApiState { service: service.clone(), auth, max_body_bytes: config.max_body_bytes };
-    let peer_app = network::server::router(service.clone()).merge(api::admin_router(state.clone()));
+    let limits = network::server::PeerLimits {
+        body_bytes: config.peer_body_limit(),
+        max_body_bytes: config.max_body_bytes,
+        snapshot_bytes: config.max_snapshot_bytes,
+    };
+    let peer_app = network::server::router(service.clone(), limits).merge(api::admin_router(state.clone()));
     let servers = vec![
         serve(client_listener, api::client_router(state), stopped.clone()),
         serve(peer_listener, peer_app, stopped.clone()),

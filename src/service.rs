@@ -53,6 +53,12 @@ pub enum Error {
     InvalidMembership(String),
     #[error("another membership change is in progress; retry when it completes")]
     MembershipInProgress,
+    /// A forwarded command the leader refused before proposing it (see `Command::check`).
+    #[error("{0}")]
+    InvalidCommand(String),
+    /// A forwarded write was sent but no answer came back: it may or may not have been applied.
+    #[error("the leader (node {leader_id}) did not answer a forwarded write: {reason}")]
+    OutcomeUnknown { leader_id: NodeId, reason: String },
 }
 
 impl From<StoreError> for Error {
@@ -181,7 +187,7 @@ impl Service {
                         return Err(Error::NoLeader);
                     }
                 }
-                Err(e) => return Err(Error::LeaderUnreachable { leader_id, reason: e.to_string() }),
+                Err(e) => return Err(forward_failure(leader_id, e)),
             }
         }
     }
@@ -228,6 +234,23 @@ impl Service {
     }
 }
 
+/// What a forwarded write that got no answer means for its client. Only when nothing reached the
+/// leader (no connection, or a refusal before the body was read) is it safe to call the leader
+/// unreachable and invite a retry; once the request may have been sent, the write may have
+/// committed, and the client must read before it writes again.
+pub(crate) fn forward_failure(leader_id: NodeId, error: PeerCallError) -> Error {
+    let reason = error.to_string();
+    match error {
+        PeerCallError::Unreachable(_) | PeerCallError::Refused { status: 400..=499, .. } => {
+            Error::LeaderUnreachable { leader_id, reason }
+        }
+        PeerCallError::Transport(_)
+        | PeerCallError::Refused { .. }
+        | PeerCallError::Decode(_)
+        | PeerCallError::ReplyTooLarge { .. } => Error::OutcomeUnknown { leader_id, reason },
+    }
+}
+
 /// Waits (bounded by `leader_wait` and `deadline`) until some leader is known.
 pub(crate) async fn wait_for_leader(
     raft: &typ::Raft,
@@ -243,5 +266,62 @@ pub(crate) async fn wait_for_leader(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(_)) => Err(Error::Stopped("raft metrics closed".into())),
         Err(_) => Err(Error::NoLeader),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::network::ClusterIdentity;
+
+    fn peer_client(dir: &std::path::Path) -> PeerClient {
+        let store = Store::open(dir).unwrap();
+        let identity = Arc::new(ClusterIdentity::load(store, "a-token-of-sixteen-chars".into()).unwrap());
+        PeerClient::new("a-token-of-sixteen-chars".into(), identity, 1024 * 1024)
+    }
+
+    async fn forward(peers: &PeerClient, url: &str) -> Error {
+        let reply: Result<Result<CommandResponse, Error>, PeerCallError> =
+            peers.call(url, PATH_FORWARD_WRITE, 2, &(), Duration::from_millis(300)).await;
+        forward_failure(2, reply.expect_err("the call must fail"))
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_write_that_may_have_reached_the_leader_is_an_unknown_outcome_not_unreachable() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let peers = peer_client(dir.path());
+
+        // Nothing listens: nothing was sent, so the leader is unreachable and a retry is safe.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        assert!(matches!(forward(&peers, &closed_url).await, Error::LeaderUnreachable { leader_id: 2, .. }));
+
+        // The leader reads the request and never answers, or drops the connection after reading
+        // it: the write may have been applied.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_url = format!("http://{}", silent.local_addr().unwrap());
+        let dropping = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dropping_url = format!("http://{}", dropping.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            while let Ok((mut socket, _)) = dropping.accept().await {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+            }
+        });
+        for url in [&silent_url, &dropping_url] {
+            let error = forward(&peers, url).await;
+            assert!(matches!(error, Error::OutcomeUnknown { leader_id: 2, .. }), "{url}: {error:?}");
+        }
     }
 }

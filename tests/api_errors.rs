@@ -43,6 +43,12 @@ async fn configs_are_versioned_conditional_and_never_reuse_a_version() {
     assert_eq!(second["version"], 2);
     let stale = n.http.put(&url).header("if-match", "\"1\"").body("x").send().await.unwrap();
     expect_problem(stale, StatusCode::PRECONDITION_FAILED, "version_mismatch").await;
+    // A weak tag never matches, even one naming the current version (RFC 9110: strong comparison).
+    let weak = n.http.put(&url).header("if-match", "W/\"2\"").body("x").send().await.unwrap();
+    assert_eq!(weak.status(), StatusCode::PRECONDITION_FAILED);
+    let problem: serde_json::Value = weak.json().await.unwrap();
+    assert_eq!(problem["code"], "version_mismatch");
+    assert!(problem["detail"].as_str().unwrap().contains("weak tag"), "{problem}");
 
     let listing: serde_json::Value =
         n.http.get(n.client_url("/api/v1/configs/acme/shop/prod")).send().await.unwrap().json().await.unwrap();
@@ -133,6 +139,15 @@ async fn every_client_error_has_its_status_and_code() {
             "version_mismatch",
         ),
         (n.http.put(cfg("x")).header("if-match", "soon").body("v"), StatusCode::BAD_REQUEST, "invalid_if_match"),
+        (
+            n.http.put(cfg("x")).header("content-type", "application/json").body(format!(
+                "{}{}",
+                "[".repeat(65),
+                "]".repeat(65)
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_content",
+        ),
         (n.http.get(cfg("absent")), StatusCode::NOT_FOUND, "not_found"),
         (n.http.delete(cfg("absent")), StatusCode::NOT_FOUND, "not_found"),
         (n.http.get(cfg("x")).query(&[("consistency", "eventual")]), StatusCode::BAD_REQUEST, "invalid_consistency"),
@@ -189,6 +204,13 @@ async fn every_admin_and_peer_error_has_its_status_and_code() {
         (
             admin(Method::POST, "/admin/learners")
                 .query(&[("wait", "-1")])
+                .json(&serde_json::json!({"node_id": 5, "peer_url": "http://127.0.0.1:1"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_wait",
+        ),
+        (
+            admin(Method::POST, "/admin/learners")
+                .query(&[("wait", "1e20")])
                 .json(&serde_json::json!({"node_id": 5, "peer_url": "http://127.0.0.1:1"})),
             StatusCode::BAD_REQUEST,
             "invalid_wait",

@@ -113,3 +113,106 @@ async fn sigterm_shuts_down_cleanly() {
     let status = tokio::task::spawn_blocking(move || node.wait().unwrap()).await.unwrap();
     assert!(status.success(), "SIGTERM must end the node with exit code 0, got {status:?}");
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped (also when the test fails).
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = TempDir::new().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount (the tests run as root)");
+        assert!(status.success(), "mounting a tmpfs needs root: {status:?}");
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_liveness_and_a_restart_with_space_keeps_every_acknowledged_write() {
+    let disk = Tmpfs::mount("48m");
+    let data = disk.path().join("data");
+    let mut node = start(&data, "127.0.0.1:0", "127.0.0.1:0");
+    let (client_addr, _) = addresses(&data).await;
+    ready(&client_addr).await;
+    let health = || async {
+        reqwest::get(format!("http://{client_addr}/healthz")).await.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    assert_eq!(health().await, 200);
+
+    // Write 256 KiB configs until the disk is full and Raft stops.
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let client = Client::new(&format!("http://{client_addr}"), Some(token.clone()));
+    let mut acked = Vec::new();
+    let mut failures = 0;
+    for i in 0..2000 {
+        let name = format!("c{i}");
+        let content = format!("{name}:{}", "x".repeat(256 * 1024)).into_bytes();
+        match client.put(["full", "disk", "test", &name], content, PutOptions::default()).await {
+            Ok(_) => acked.push(name),
+            Err(_) => {
+                failures += 1;
+                if health().await == 503 || failures > 50 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(acked.len() > 10, "too few writes fit: {}", acked.len());
+    let mut unhealthy = false;
+    for _ in 0..100 {
+        if health().await == 503 {
+            unhealthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unhealthy, "/healthz must fail once Raft stopped on a full disk ({} writes acknowledged)", acked.len());
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // Restart on a copy of the data with room to spare.
+    let roomy = TempDir::new().unwrap();
+    copy_dir(&data, roomy.path());
+    drop(disk);
+    let mut node = start(roomy.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let (client_addr, _) = addresses(roomy.path()).await;
+    ready(&client_addr).await;
+    let client = Client::new(&format!("http://{client_addr}"), Some(token));
+    for name in &acked {
+        let got = client.get(["full", "disk", "test", name], false).await.unwrap();
+        let got = got.unwrap_or_else(|| panic!("acknowledged write {name} was lost"));
+        assert!(got.content.starts_with(format!("{name}:").as_bytes()));
+    }
+    let put = client.put(["full", "disk", "test", "after"], b"v".to_vec(), PutOptions::default()).await;
+    assert!(put.is_ok(), "the restarted node takes writes again: {put:?}");
+    node.kill().unwrap();
+    node.wait().unwrap();
+}

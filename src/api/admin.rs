@@ -11,12 +11,9 @@ use axum::Json;
 
 use super::problem::ApiError;
 use super::ApiState;
-use crate::service::membership::{MembershipChange, MembershipOutcome};
+use crate::service::membership::{MembershipChange, MembershipOutcome, MAX_LEARNER_WAIT};
 use crate::types::NodeId;
 use crate::wire;
-
-/// The longest `?wait=` an add-learner call may ask for.
-const MAX_LEARNER_WAIT: Duration = Duration::from_secs(600);
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| ApiError::BadRequest { code: "invalid_json", detail: e.body_text() })
@@ -47,16 +44,7 @@ pub async fn add_learner(
     let Query(params) = params.map_err(|e| ApiError::BadRequest { code: "invalid_query", detail: e.body_text() })?;
     let wait = match params.get("wait") {
         None => Duration::ZERO,
-        Some(text) => text
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-            .filter(|d| *d <= MAX_LEARNER_WAIT)
-            .ok_or_else(|| ApiError::BadRequest {
-                code: "invalid_wait",
-                detail: format!("wait must be a number of seconds from 0 to {}", MAX_LEARNER_WAIT.as_secs()),
-            })?,
+        Some(text) => learner_wait(text)?,
     };
     let request = json_body(body)?;
     let change = MembershipChange::AddLearner {
@@ -73,6 +61,20 @@ pub async fn add_learner(
     }
 }
 
+/// `?wait=` in seconds: checked against the bounds before it becomes a `Duration` (which panics
+/// on values it cannot hold).
+fn learner_wait(text: &str) -> Result<Duration, ApiError> {
+    let max = MAX_LEARNER_WAIT.as_secs_f64();
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| (0.0..=max).contains(seconds))
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_wait",
+            detail: format!("wait must be a number of seconds from 0 to {}, got {text:?}", MAX_LEARNER_WAIT.as_secs()),
+        })
+}
+
 pub async fn set_voters(
     State(state): State<ApiState>,
     body: Result<Json<wire::SetVoters>, JsonRejection>,
@@ -87,4 +89,22 @@ pub async fn remove_member(
 ) -> Result<Json<wire::Membership>, ApiError> {
     let Path(node_id) = path.map_err(|e| ApiError::BadRequest { code: "invalid_path", detail: e.body_text() })?;
     membership(state.service.change_membership(MembershipChange::Remove { node_id }).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_out_of_range_are_refused_not_panicked_on() {
+        for text in ["1e20", "1e300", "NaN", "nan", "inf", "-inf", "-1", "-0.5", "600.001", "x", ""] {
+            let err = learner_wait(text).unwrap_err();
+            assert!(
+                matches!(&err, ApiError::BadRequest { code: "invalid_wait", detail } if detail.contains("0 to 600"))
+            );
+        }
+        assert_eq!(learner_wait("0").unwrap(), Duration::ZERO);
+        assert_eq!(learner_wait("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(learner_wait("600").unwrap(), MAX_LEARNER_WAIT);
+    }
 }

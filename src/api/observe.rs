@@ -33,17 +33,29 @@ pub async fn metrics_text(State(state): State<ApiState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// Liveness: fails once Raft has stopped on a fatal error (a storage failure such as a full disk),
+/// after which this process can never serve writes again, so that it is restarted.
+pub async fn healthz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+    let running = state.service.raft.metrics().borrow().running_state.clone();
+    match running {
+        Ok(()) => Ok("ok\n"),
+        Err(fatal) => {
+            tracing::error!(error = %fatal, "raft has stopped; liveness fails so the node is restarted");
+            Err(ApiError::Unavailable {
+                code: "node_stopped",
+                detail: "raft stopped after a fatal error (see the node's log); restart the node".into(),
+            })
+        }
+    }
 }
 
 /// Ready when this node is a member of a cluster that has a leader and its state machine is
 /// within reach of the committed index.
 pub async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
     let m = state.service.raft.metrics().borrow().clone();
-    let not_ready = |why: &str| ApiError::Service(crate::service::Error::Stopped(format!("not ready: {why}")));
-    if let Err(fatal) = &m.running_state {
-        return Err(not_ready(&fatal.to_string()));
+    let not_ready = |why: &str| ApiError::Unavailable { code: "node_stopped", detail: format!("not ready: {why}") };
+    if m.running_state.is_err() {
+        return Err(not_ready("raft stopped after a fatal error (see the node's log)"));
     }
     if m.membership_config.membership().get_node(&m.id).is_none() {
         return Err(not_ready("not a member of a cluster"));

@@ -47,6 +47,11 @@ pub enum ApiError {
     #[error("release conflict: If-Match named release {expected}, current is {}; read the release again and reapply your change", current.map_or("none".to_string(), |v| v.to_string()))]
     ReleaseConflict { expected: u64, current: Option<u64> },
     #[error(
+        "If-Match named a weak tag ({tag}), which never matches: If-Match uses strong comparison (RFC 9110); send the {} ETag without W/",
+        if *release { "release's" } else { "version's" }
+    )]
+    WeakIfMatch { tag: String, release: bool },
+    #[error(
         "changing a release needs If-Match with the current release's ETag (GET .../release answers it, like \"r3\")"
     )]
     PreconditionRequired,
@@ -125,6 +130,8 @@ impl ApiError {
                 S::UnknownMember(_) => (StatusCode::NOT_FOUND, "unknown_member"),
                 S::InvalidMembership(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_membership"),
                 S::MembershipInProgress => (StatusCode::CONFLICT, "membership_in_progress"),
+                S::InvalidCommand(_) => (StatusCode::BAD_REQUEST, "invalid_command"),
+                S::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             },
             ApiError::Name(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             ApiError::UnknownFormat(_) => (StatusCode::BAD_REQUEST, "unknown_format"),
@@ -138,6 +145,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
             ApiError::ReleaseConflict { .. } => (StatusCode::PRECONDITION_FAILED, "release_conflict"),
+            ApiError::WeakIfMatch { release: false, .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+            ApiError::WeakIfMatch { release: true, .. } => (StatusCode::PRECONDITION_FAILED, "release_conflict"),
             ApiError::PreconditionRequired => (StatusCode::PRECONDITION_REQUIRED, "precondition_required"),
             ApiError::NotEmpty(_) => (StatusCode::CONFLICT, "not_empty"),
             ApiError::SchemaChanged => (StatusCode::CONFLICT, "schema_changed"),
@@ -156,7 +165,7 @@ impl ApiError {
             ApiError::Access(AccessError::RoleTooSmall { .. } | AccessError::OutOfScope { .. }) => {
                 (StatusCode::FORBIDDEN, "forbidden")
             }
-            ApiError::Access(AccessError::BadRole(_) | AccessError::BadScope(_)) => {
+            ApiError::Access(AccessError::BadRole(_) | AccessError::BadScope(_) | AccessError::BadTokenRequest(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_token_request")
             }
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
@@ -180,16 +189,34 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// What a client is told about a server-side failure: what to do, never peer addresses or
+    /// error text from inside the node (those are logged).
+    fn public_detail(&self) -> String {
+        use service::Error as S;
+        match self {
+            ApiError::Service(S::LeaderUnreachable { .. }) => {
+                "the leader could not be reached and nothing was sent to it; retry shortly".into()
+            }
+            ApiError::Service(S::OutcomeUnknown { .. }) => "the leader did not answer: the write may or may not have \
+                been applied; read the config before retrying it"
+                .into(),
+            ApiError::Service(S::Stopped(_)) => {
+                "this node is shutting down or stopped after a fatal error; use another node".into()
+            }
+            ApiError::Service(S::Storage(_)) => "internal error; see the node's log".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// The problem document this error answers with (also sent in a watch stream's last event).
     pub fn problem(&self) -> Problem {
         let (status, code) = self.status_and_code();
-        let internal = matches!(
-            self,
-            ApiError::Service(service::Error::Storage(_)) | ApiError::Unauthenticated(Unauthenticated::Store(_))
-        );
-        let detail = if status.is_server_error() && internal {
-            tracing::error!(error = %self, "request failed");
-            "internal error; see the node's log".to_string()
+        let detail = if status.is_server_error() {
+            let detail = self.public_detail();
+            if detail != self.to_string() {
+                tracing::warn!(code, error = %self, "request failed");
+            }
+            detail
         } else {
             self.to_string()
         };
@@ -250,5 +277,42 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_error_details_carry_no_peer_urls_or_internal_error_text() {
+        let internal = "error sending request for url (http://10.1.2.3:7001/raft/write): connection reset";
+        let errors = [
+            service::Error::LeaderUnreachable { leader_id: 2, reason: internal.into() },
+            service::Error::OutcomeUnknown { leader_id: 2, reason: internal.into() },
+            service::Error::Stopped(format!("fatal: storage error: {internal}")),
+            service::Error::Storage(internal.into()),
+        ];
+        for error in errors {
+            let problem = ApiError::Service(error.clone()).problem();
+            assert!(problem.status >= 500, "{error:?}");
+            assert!(!problem.detail.contains("10.1.2.3") && !problem.detail.contains("raft"), "{}", problem.detail);
+            assert!(!problem.detail.contains("reset"), "{}", problem.detail);
+        }
+    }
+
+    #[test]
+    fn a_write_whose_answer_was_lost_is_a_timeout_that_says_to_read_before_retrying() {
+        let lost = ApiError::Service(service::Error::OutcomeUnknown { leader_id: 2, reason: "timed out".into() });
+        let problem = lost.problem();
+        assert_eq!((problem.status, problem.code.as_str()), (504, "timeout"));
+        assert!(problem.detail.contains("may or may not have been applied"), "{}", problem.detail);
+        assert!(problem.detail.contains("read"), "{}", problem.detail);
+        let response = lost.into_response();
+        assert!(response.headers().get(header::RETRY_AFTER).is_none(), "no invitation to retry blindly");
+        let unreachable = ApiError::Service(service::Error::LeaderUnreachable { leader_id: 2, reason: "x".into() });
+        let response = unreachable.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_some());
     }
 }

@@ -136,15 +136,20 @@ impl Pagination {
     }
 }
 
-fn etag_text(value: &HeaderValue) -> &str {
+/// The tag of an `If-Match`, quotes removed. A weak tag (`W/"3"`) never matches: If-Match
+/// compares strongly (RFC 9110, 13.1.1), so it is refused like a stale tag.
+fn etag_text(value: &HeaderValue, release: bool) -> Result<&str, ApiError> {
     let text = value.to_str().unwrap_or("").trim();
-    text.strip_prefix("W/").unwrap_or(text).trim_matches('"')
+    if text.starts_with("W/") {
+        return Err(ApiError::WeakIfMatch { tag: text.to_string(), release });
+    }
+    Ok(text.trim_matches('"'))
 }
 
 /// `If-Match: "7"` (quotes optional) on a config write or delete: the version expected current.
 pub fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let bare = etag_text(value);
+    let bare = etag_text(value, false)?;
     bare.parse::<u64>().map(Some).map_err(|_| ApiError::BadRequest {
         code: "invalid_if_match",
         detail: format!("If-Match must be a version in quotes, like \"3\"; got {:?}", value.to_str().unwrap_or("")),
@@ -154,7 +159,7 @@ pub fn if_match_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// `If-Match: "r3"` on a release change: required (428 without), names the current release.
 pub fn if_match_release(headers: &HeaderMap) -> Result<u64, ApiError> {
     let value = headers.get(header::IF_MATCH).ok_or(ApiError::PreconditionRequired)?;
-    let bare = etag_text(value);
+    let bare = etag_text(value, true)?;
     bare.strip_prefix('r').unwrap_or(bare).parse::<u64>().map_err(|_| ApiError::BadRequest {
         code: "invalid_if_match",
         detail: format!("If-Match must be the release's ETag, like \"r3\"; got {:?}", value.to_str().unwrap_or("")),
@@ -233,4 +238,28 @@ pub async fn wait_applied(state: &ApiState, wanted: u64) -> Result<(), ApiError>
     }
     let millis = bound.as_millis() as u64;
     Err(ApiError::RevisionWaitTimeout { wanted, applied: state.service.applied_index(), millis })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn if_match(value: &str) -> HeaderMap {
+        HeaderMap::from_iter([(header::IF_MATCH, HeaderValue::from_str(value).unwrap())])
+    }
+
+    #[test]
+    fn weak_if_match_tags_never_match() {
+        assert_eq!(if_match_version(&if_match("\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match_release(&if_match("\"r3\"")).unwrap(), 3);
+        for weak in ["W/\"3\"", " W/\"3\" "] {
+            let err = if_match_version(&if_match(weak)).unwrap_err();
+            let problem = err.problem();
+            assert_eq!((problem.status, problem.code.as_str()), (412, "version_mismatch"));
+            assert!(problem.detail.contains("weak"), "{}", problem.detail);
+        }
+        let problem = if_match_release(&if_match("W/\"r3\"")).unwrap_err().problem();
+        assert_eq!((problem.status, problem.code.as_str()), (412, "release_conflict"));
+        assert!(problem.detail.contains("release's ETag without W/"), "{}", problem.detail);
+    }
 }

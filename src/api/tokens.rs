@@ -13,16 +13,8 @@ use super::request::{self, Caller, Params};
 use super::ApiState;
 use crate::auth;
 use crate::command::{Change, Command, CommandResponse};
-use crate::model::access::{Action, Role, Scope, TokenRecord};
+use crate::model::access::{self, Action, Role, Scope, TokenRecord};
 use crate::wire;
-
-/// Longest token lifetime: ten years.
-const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
-const MAX_NAME_LEN: usize = 128;
-
-fn bad(detail: String) -> ApiError {
-    ApiError::BadRequest { code: "invalid_token_request", detail }
-}
 
 pub fn to_wire(record: &TokenRecord) -> wire::TokenInfo {
     wire::TokenInfo {
@@ -47,8 +39,7 @@ fn visible_token(
 ) -> Result<TokenRecord, ApiError> {
     let id = request::numbered(path)?;
     let not_found = || ApiError::NotFound(format!("token {id}"));
-    let valid_id = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-    let record = if valid_id { state.service.store.token(&id)? } else { None };
+    let record = if access::check_token_id(&id).is_ok() { state.service.store.token(&id)? } else { None };
     record.filter(|r| caller.principal.scope.covers(&r.scope)).ok_or_else(not_found)
 }
 
@@ -63,15 +54,8 @@ pub async fn create(
     let scope = Scope::parse(&body.scope).map_err(ApiError::Access)?;
     caller.authorize(Action::Manage, &scope)?;
     let name = body.name.trim().to_string();
-    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(bad(format!("name must be 1 to {MAX_NAME_LEN} printable characters")));
-    }
-    let ttl_ms = match body.ttl_seconds {
-        Some(ttl) if ttl == 0 || ttl > MAX_TTL_SECONDS => {
-            return Err(bad(format!("ttl_seconds must be 1 to {MAX_TTL_SECONDS}, got {ttl}")))
-        }
-        other => other.map(|ttl| ttl * 1000),
-    };
+    access::check_new_token(&name, &scope, body.ttl_seconds).map_err(ApiError::Access)?;
+    let ttl_ms = body.ttl_seconds.map(|ttl| ttl * 1000);
     let new = auth::generate_token();
     let change =
         Change::CreateToken { id: new.id.clone(), name, role, scope, secret_sha256: new.secret_sha256, ttl_ms };

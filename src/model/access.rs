@@ -138,6 +138,37 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Longest token name, in bytes, and longest lifetime (ten years).
+pub const MAX_TOKEN_NAME_LEN: usize = 128;
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// A token id: 16 hex digits.
+pub fn check_token_id(id: &str) -> Result<(), AccessError> {
+    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(AccessError::BadTokenRequest(format!("token id {id:?} is not 16 hex digits")))
+    }
+}
+
+/// A token's name, scope and lifetime as a create request must carry them.
+pub fn check_new_token(name: &str, scope: &Scope, ttl_seconds: Option<u64>) -> Result<(), AccessError> {
+    if name.trim().is_empty() || name.len() > MAX_TOKEN_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(AccessError::BadTokenRequest(format!(
+            "name must be 1 to {MAX_TOKEN_NAME_LEN} printable characters"
+        )));
+    }
+    if Scope::parse(&scope.to_string()).as_ref() != Ok(scope) {
+        return Err(AccessError::BadScope(format!("{scope}")));
+    }
+    match ttl_seconds {
+        Some(ttl) if ttl == 0 || ttl > MAX_TOKEN_TTL_SECONDS => {
+            Err(AccessError::BadTokenRequest(format!("ttl_seconds must be 1 to {MAX_TOKEN_TTL_SECONDS}, got {ttl}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A token as every node stores it, replicated through Raft. The secret itself is never stored:
 /// only its sha256 (tokens carry 256 random bits, so a fast hash is enough; there is nothing to
 /// guess that a slow hash would protect).
@@ -201,6 +232,8 @@ pub enum AccessError {
     BadRole(String),
     #[error("invalid scope {0}: use *, tenant, tenant/app or tenant/app/env")]
     BadScope(String),
+    #[error("{0}")]
+    BadTokenRequest(String),
 }
 
 #[cfg(test)]
@@ -231,6 +264,12 @@ mod tests {
         for bad in ["", "a/b/c/d", "acme//prod", "acme/../x", "a b"] {
             assert!(matches!(Scope::parse(bad), Err(AccessError::BadScope(_))), "{bad:?}");
         }
+        let smuggled = Scope { path: vec!["acme/shop".into()] };
+        assert!(check_new_token("ci", &smuggled, None).is_err(), "a segment holding a slash is refused");
+        assert!(check_new_token("ci", &scope("acme/shop"), Some(60)).is_ok());
+        assert!(check_new_token("", &scope("acme"), None).is_err());
+        assert!(check_new_token("ci", &scope("acme"), Some(0)).is_err());
+        assert!(check_token_id("0123456789abcdef").is_ok() && check_token_id("xyz").is_err());
     }
 
     #[test]

@@ -8,6 +8,11 @@ use serde_json::Value;
 // a maintained fork of the libyaml port that receives fixes.
 use serde_norway::Value as Yaml;
 
+/// The deepest nesting of arrays and objects (tables, mappings) structured content may have; the
+/// root container is level 1. Deeper content is refused, so no consumer that walks a config
+/// recursively can run out of stack on one.
+pub const MAX_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -97,12 +102,19 @@ impl Format {
         })?;
         // Editors on Windows may save a byte order mark; it is invisible, so columns are counted without it.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        match self {
-            Format::Json => parse_json(text).map(Some),
-            Format::Yaml => parse_yaml(text).map(Some),
-            Format::Toml => parse_toml(text).map(Some),
-            Format::Properties => parse_properties(text).map(Some),
-            Format::Text => Ok(None),
+        // Every parser bounds its own recursion (serde_json and serde_norway at 128 levels, toml
+        // at 80 per value), so parsing is safe at any input depth; the tree is then held to
+        // MAX_DEPTH, and JSON is measured before parsing, where the position is known.
+        let tree = match self {
+            Format::Json => parse_json(text)?,
+            Format::Yaml => parse_yaml(text)?,
+            Format::Toml => parse_toml(text)?,
+            Format::Properties => parse_properties(text)?,
+            Format::Text => return Ok(None),
+        };
+        match too_deep(&tree) {
+            Some(pointer) => Err(self.error(format!("{} (at {pointer})", depth_message()), None, None)),
+            None => Ok(Some(tree)),
         }
     }
 
@@ -116,6 +128,78 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let last_line = before.rsplit('\n').next().unwrap_or_default();
     (before.matches('\n').count() + 1, last_line.chars().count() + 1)
+}
+
+fn depth_message() -> String {
+    format!("content nests deeper than {MAX_DEPTH} levels of arrays and objects: flatten it")
+}
+
+fn too_deep_error(format: Format, line: Option<usize>, column: Option<usize>) -> ContentError {
+    format.error(depth_message(), line, column)
+}
+
+/// Whether a parser's error is its recursion limit.
+fn is_recursion_limit(message: &str) -> bool {
+    message.contains("recursion limit") || message.contains("max recursion depth")
+}
+
+/// The pointer of the first container nested deeper than [`MAX_DEPTH`], found without recursion.
+fn too_deep(tree: &Value) -> Option<String> {
+    fn children(value: &Value) -> Vec<&Value> {
+        match value {
+            Value::Array(items) => items.iter().collect(),
+            Value::Object(map) => map.values().collect(),
+            _ => Vec::new(),
+        }
+    }
+    // A first pass without building pointers: nearly all content is well within the limit.
+    let mut level: Vec<&Value> = vec![tree];
+    let mut depth = 0;
+    while !level.is_empty() && depth <= MAX_DEPTH {
+        level.retain(|v| v.is_array() || v.is_object());
+        depth += usize::from(!level.is_empty());
+        level = level.into_iter().flat_map(children).collect();
+    }
+    if depth <= MAX_DEPTH {
+        return None;
+    }
+    let mut stack: Vec<(&Value, usize, String)> = vec![(tree, 1, String::new())];
+    while let Some((value, depth, pointer)) = stack.pop() {
+        let children: Vec<(&Value, String)> = match value {
+            Value::Array(items) => items.iter().enumerate().map(|(i, v)| (v, format!("{pointer}/{i}"))).collect(),
+            Value::Object(map) => map.iter().map(|(k, v)| (v, pointer_push(&pointer, k))).collect(),
+            _ => continue,
+        };
+        if depth > MAX_DEPTH {
+            return Some(if pointer.is_empty() { "the root".to_string() } else { pointer });
+        }
+        stack.extend(children.into_iter().map(|(child, pointer)| (child, depth + 1, pointer)));
+    }
+    None
+}
+
+/// The line and column of the first `[` or `{` of JSON text nested deeper than [`MAX_DEPTH`].
+fn json_too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        column += 1;
+        match c {
+            '\n' => (line, column) = (line + 1, 0),
+            _ if in_string && escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '[' | '{' if !in_string => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some((line, column));
+                }
+            }
+            ']' | '}' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn pointer_push(pointer: &str, token: &str) -> String {
@@ -135,6 +219,9 @@ fn non_finite(format: Format, number: &dyn std::fmt::Display, pointer: &str) -> 
 }
 
 fn parse_json(text: &str) -> Tree {
+    if let Some((line, column)) = json_too_deep(text) {
+        return Err(too_deep_error(Format::Json, Some(line), Some(column)));
+    }
     serde_json::from_str(text).map_err(|e| {
         let message = e.to_string().replace(&format!(" at line {} column {}", e.line(), e.column()), "");
         let (line, column) = (e.line() > 0).then(|| (e.line(), e.column())).unzip();
@@ -144,6 +231,10 @@ fn parse_json(text: &str) -> Tree {
 
 fn yaml_error(e: &serde_norway::Error) -> ContentError {
     let message = e.to_string();
+    if is_recursion_limit(&message) {
+        let at = e.location();
+        return too_deep_error(Format::Yaml, at.as_ref().map(|l| l.line()), at.as_ref().map(|l| l.column()));
+    }
     let Some(at) = e.location() else { return Format::Yaml.error(format!("invalid YAML: {message}"), None, None) };
     let mut message = message.replacen(&format!(" at line {} column {}", at.line(), at.column()), "", 1);
     // libyaml adds its (fixed-text) context as ", while parsing X at line L column C": say what that position is.
@@ -163,7 +254,58 @@ impl serde::de::Visitor<'_> for Locate {
     }
 }
 
+/// The line and column of the first YAML collection nested deeper than [`MAX_DEPTH`], read from
+/// libyaml's event stream, which stops there. serde_norway loads a document's every event before
+/// it checks its own recursion limit, and libyaml's scanner takes time quadratic in flow nesting
+/// (a mebibyte of `{a: ` takes minutes), so deep YAML must be caught before serde_norway sees it.
+/// Errors are left to serde_norway, which reports them with their position.
+fn yaml_too_deep(text: &str) -> Option<(usize, usize)> {
+    use std::mem::MaybeUninit;
+    use unsafe_libyaml_norway as unsafe_yaml;
+    // SAFETY: the parser lives in a Box that does not move while libyaml holds pointers into it;
+    // it reads `text`, which outlives it; every event it produced is deleted once read, and the
+    // parser is deleted before returning, on every path after a successful initialization.
+    unsafe {
+        let mut parser = Box::new(MaybeUninit::<unsafe_yaml::yaml_parser_t>::uninit());
+        let parser = parser.as_mut_ptr();
+        if unsafe_yaml::yaml_parser_initialize(parser).fail {
+            return None;
+        }
+        unsafe_yaml::yaml_parser_set_encoding(parser, unsafe_yaml::YAML_UTF8_ENCODING);
+        unsafe_yaml::yaml_parser_set_input_string(parser, text.as_ptr(), text.len() as _);
+        let mut depth = 0usize;
+        let mut found = None;
+        loop {
+            let mut event = MaybeUninit::<unsafe_yaml::yaml_event_t>::uninit();
+            if unsafe_yaml::yaml_parser_parse(parser, event.as_mut_ptr()).fail {
+                break;
+            }
+            let (kind, mark) = ((*event.as_ptr()).type_, (*event.as_ptr()).start_mark);
+            unsafe_yaml::yaml_event_delete(event.as_mut_ptr());
+            match kind {
+                unsafe_yaml::YAML_SEQUENCE_START_EVENT | unsafe_yaml::YAML_MAPPING_START_EVENT => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        found = Some((mark.line as usize + 1, mark.column as usize + 1));
+                        break;
+                    }
+                }
+                unsafe_yaml::YAML_SEQUENCE_END_EVENT | unsafe_yaml::YAML_MAPPING_END_EVENT => {
+                    depth = depth.saturating_sub(1)
+                }
+                unsafe_yaml::YAML_STREAM_END_EVENT => break,
+                _ => {}
+            }
+        }
+        unsafe_yaml::yaml_parser_delete(parser);
+        found
+    }
+}
+
 fn parse_yaml(text: &str) -> Tree {
+    if let Some((line, column)) = yaml_too_deep(text) {
+        return Err(too_deep_error(Format::Yaml, Some(line), Some(column)));
+    }
     let mut documents = serde_norway::Deserializer::from_str(text);
     let Some(first) = documents.next() else { return Ok(Value::Null) };
     let mut yaml = Yaml::deserialize(first).map_err(|e| yaml_error(&e))?;
@@ -206,6 +348,9 @@ fn yaml_key(key: Yaml, pointer: &str) -> Result<String, ContentError> {
 fn parse_toml(text: &str) -> Tree {
     let table = text.parse::<toml::Table>().map_err(|e| {
         let (line, column) = e.span().map(|span| line_column(text, span.start)).unzip();
+        if is_recursion_limit(e.message()) {
+            return too_deep_error(Format::Toml, line, column);
+        }
         Format::Toml.error(format!("invalid TOML: {}", e.message().trim().replace('\n', "; ")), line, column)
     })?;
     toml_to_json(toml::Value::Table(table), "")
@@ -285,12 +430,68 @@ mod tests {
         assert_eq!(error(Format::Json, "\u{feff}{,}".as_bytes()).column, Some(2));
     }
 
+    /// `[` nested `depth` deep, around `1`, in each structured format's syntax.
+    fn nested(format: Format, depth: usize) -> String {
+        let arrays = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        match format {
+            Format::Toml => format!("a = {}1{}", "[".repeat(depth - 1), "]".repeat(depth - 1)),
+            _ => arrays,
+        }
+    }
+
     #[test]
-    fn deeply_nested_content_is_an_error_not_a_stack_overflow() {
-        let deep = format!("a = {}{}", "[".repeat(100_000), "]".repeat(100_000));
-        for (format, content) in [(Format::Json, &deep[4..]), (Format::Yaml, &deep[4..]), (Format::Toml, &deep)] {
-            let err = error(format, content.as_bytes());
-            assert!(err.message.contains("recurs"), "{format:?}: {err}");
+    fn content_nested_deeper_than_the_limit_is_refused_and_the_limit_itself_is_accepted() {
+        for format in [Format::Json, Format::Yaml, Format::Toml] {
+            assert!(format.parse_tree(nested(format, MAX_DEPTH).as_bytes()).is_ok(), "{format:?}");
+            let err = error(format, nested(format, MAX_DEPTH + 1).as_bytes());
+            assert!(err.message.contains("deeper than 64 levels"), "{format:?}: {err}");
+        }
+        // JSON says where: the first bracket past the limit.
+        let err = error(Format::Json, format!("{{\"a\":\n{}", "[".repeat(80)).as_bytes());
+        assert_eq!((err.line, err.column), (Some(2), Some(MAX_DEPTH)), "{err}");
+        // Brackets inside strings do not count.
+        let quoted = format!("[\"{}\\\"{}\"]", "[".repeat(100), "{".repeat(100));
+        assert!(Format::Json.parse_tree(quoted.as_bytes()).is_ok());
+        // Block YAML, TOML tables and dotted keys nest too.
+        let block: String = (0..MAX_DEPTH + 1).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
+        assert!(error(Format::Yaml, block.as_bytes()).message.contains("64 levels"));
+        let dotted = format!("[{}]\nx = 1\n", vec!["t"; MAX_DEPTH].join("."));
+        assert!(error(Format::Toml, dotted.as_bytes()).message.contains("64 levels"), "{dotted}");
+        // YAML aliases expand into the tree, and count.
+        let mut aliases = format!("a0: &a0 {}1{}\n", "[".repeat(10), "]".repeat(10));
+        for i in 1..7 {
+            aliases.push_str(&format!("a{i}: &a{i} {}*a{}{}\n", "[".repeat(10), i - 1, "]".repeat(10)));
+        }
+        assert!(error(Format::Yaml, aliases.as_bytes()).message.contains("64 levels"));
+    }
+
+    #[test]
+    fn content_a_mebibyte_deep_is_refused_on_a_normal_thread_stack_in_well_under_a_second() {
+        let half = 512 * 1024;
+        let inputs = [
+            (Format::Json, format!("{}{}", "[".repeat(half), "]".repeat(half))),
+            (Format::Json, "{\"a\":".repeat(half / 3)),
+            (Format::Yaml, format!("{}{}", "[".repeat(half), "]".repeat(half))),
+            (Format::Yaml, "- ".repeat(half)),
+            (Format::Yaml, "{a: ".repeat(half / 2)),
+            (Format::Yaml, format!("{}1{}", "{a: ".repeat(half / 5), "}".repeat(half / 5))),
+            (Format::Toml, format!("a = {}{}", "[".repeat(half), "]".repeat(half))),
+            (Format::Toml, format!("a = {}", "{b=".repeat(half / 2))),
+            (Format::Toml, format!("[{}]\n", vec!["a"; half].join("."))),
+            (Format::Toml, format!("{} = 1\n", vec!["a"; half].join("."))),
+        ];
+        for (format, content) in inputs {
+            let started = std::time::Instant::now();
+            let parsed = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || format.parse_tree(content.as_bytes()))
+                .unwrap()
+                .join()
+                .expect("parsing must not overflow the stack");
+            let err = parsed.unwrap_err();
+            assert!(err.message.contains("deeper than 64 levels"), "{format:?}: {err}");
+            let took = started.elapsed();
+            assert!(took < std::time::Duration::from_secs(2), "{format:?} took {took:?}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! Who this node is and which cluster it belongs to, and the check every inbound peer call
-//! passes: right token (constant-time), right target node, right cluster.
+//! passes: right token (constant-time), right target node, right cluster. A node without a
+//! cluster takes one only from the leader that adds it as a member (`join`); until then it
+//! refuses every other peer call, so a stray cluster sharing the token cannot capture it.
 
 use std::sync::RwLock;
 
@@ -19,6 +21,8 @@ pub enum IdentityError {
     WrongCluster { local: String, requested: String },
     #[error("the call names no cluster id")]
     MissingCluster,
+    #[error("this node belongs to no cluster yet: it joins one when a leader adds it as a member")]
+    NotJoined,
     #[error("could not record the cluster id: {0}")]
     Store(String),
 }
@@ -61,21 +65,41 @@ impl ClusterIdentity {
         }
     }
 
-    /// Checks the target node and cluster of a peer call. A node that belongs to no cluster yet
-    /// joins the caller's (the caller already proved it holds the cluster token).
-    pub fn check_peer_call(&self, target: Option<&str>, cluster: Option<&str>) -> Result<(), IdentityError> {
+    /// Checks the target node of a peer call.
+    pub fn check_target(&self, target: Option<&str>) -> Result<(), IdentityError> {
         let requested = target.unwrap_or("");
         if requested.parse::<NodeId>().ok() != Some(self.node_id) {
             return Err(IdentityError::WrongNode { local: self.node_id, requested: requested.to_string() });
         }
+        Ok(())
+    }
+
+    /// Checks the target node and cluster of a peer call. A node that belongs to no cluster yet
+    /// refuses it: only [`ClusterIdentity::join`] gives it one.
+    pub fn check_peer_call(&self, target: Option<&str>, cluster: Option<&str>) -> Result<(), IdentityError> {
+        self.check_target(target)?;
         let cluster = cluster.unwrap_or("");
         match self.cluster_id() {
             Some(local) if local == cluster => Ok(()),
             Some(local) => Err(IdentityError::WrongCluster { local, requested: cluster.to_string() }),
-            None if cluster.is_empty() => Err(IdentityError::MissingCluster),
+            None => Err(IdentityError::NotJoined),
+        }
+    }
+
+    /// Joins `cluster_id`, named by the leader that is adding this node as a member (the caller
+    /// already proved it holds the cluster token). Joining the cluster this node is in is a no-op.
+    pub fn join(&self, cluster_id: &str) -> Result<(), IdentityError> {
+        // Checked and set under one lock, so two racing leaders cannot both win.
+        let mut current = self.cluster_id.write().unwrap_or_else(|p| p.into_inner());
+        match current.as_deref() {
+            Some(local) if local == cluster_id => Ok(()),
+            Some(local) => Err(IdentityError::WrongCluster { local: local.to_string(), requested: cluster_id.into() }),
+            None if cluster_id.is_empty() => Err(IdentityError::MissingCluster),
             None => {
-                tracing::info!(cluster_id = cluster, "joining cluster on first contact from its leader");
-                self.set_cluster_id(cluster).map_err(|e| IdentityError::Store(e.to_string()))
+                tracing::info!(cluster_id, "joining the cluster of the leader adding this node");
+                self.store.set_cluster_id(cluster_id).map_err(|e| IdentityError::Store(e.to_string()))?;
+                *current = Some(cluster_id.to_string());
+                Ok(())
             }
         }
     }

@@ -15,6 +15,11 @@ use crate::wire;
 
 pub const PATH_FORWARD_ADMIN: &str = "/raft/admin";
 pub const PATH_PING: &str = "/raft/ping";
+/// The leader tells a node it is about to add which cluster it joins (a [`JoinCluster`] body).
+pub const PATH_JOIN: &str = "/raft/join";
+
+/// The longest wait for a learner to catch up an add-learner call may ask for.
+pub const MAX_LEARNER_WAIT: Duration = Duration::from_secs(600);
 
 /// A member counts as healthy for quorum checks when it answers a ping and is at most this many
 /// entries behind the leader.
@@ -27,6 +32,12 @@ pub enum MembershipChange {
     AddLearner { node_id: NodeId, peer_url: String, wait_millis: u64 },
     SetVoters { voters: BTreeSet<NodeId> },
     Remove { node_id: NodeId },
+}
+
+/// The body of [`PATH_JOIN`]: the cluster the called node becomes part of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinCluster {
+    pub cluster_id: String,
 }
 
 /// What a membership change answers.
@@ -163,10 +174,17 @@ impl Service {
             return Err(Error::NoLeader);
         }
         match change {
-            MembershipChange::AddLearner { node_id, peer_url, wait_millis } => self
-                .add_learner(node_id, peer_url, Duration::from_millis(wait_millis))
-                .await
-                .map(MembershipOutcome::Learner),
+            MembershipChange::AddLearner { node_id, peer_url, wait_millis } => {
+                // Bounded again here: a forwarded change did not pass this node's admin API.
+                let wait = Duration::from_millis(wait_millis);
+                if wait > MAX_LEARNER_WAIT {
+                    return Err(Error::InvalidMembership(format!(
+                        "wait of {wait_millis} ms is longer than the limit of {} s",
+                        MAX_LEARNER_WAIT.as_secs()
+                    )));
+                }
+                self.add_learner(node_id, peer_url, wait).await.map(MembershipOutcome::Learner)
+            }
             MembershipChange::SetVoters { voters } => self.set_voters(voters).await.map(MembershipOutcome::Changed),
             MembershipChange::Remove { node_id } => self.remove_member(node_id).await.map(MembershipOutcome::Changed),
         }
@@ -187,6 +205,7 @@ impl Service {
         if let Some((other, _)) = membership.nodes().find(|(id, n)| **id != node_id && n.peer_url == peer_url) {
             return Err(Error::InvalidMembership(format!("peer_url {peer_url} already belongs to node {other}")));
         }
+        self.tell_joining(node_id, &peer_url).await?;
         self.raft.add_learner(node_id, PeerNode { peer_url }, false).await.map_err(change_error)?;
         let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
         let matched = |m: &typ::RaftMetrics| {
@@ -199,6 +218,21 @@ impl Service {
         };
         let matched_index = matched(&self.raft.metrics().borrow());
         Ok(wire::LearnerResult { node_id, caught_up: caught_up || matched_index >= target, matched_index })
+    }
+
+    /// Tells the node at `peer_url` that it is joining this cluster, the only call that gives a
+    /// node without a cluster its cluster id; a node of another cluster, or another node id at
+    /// that URL, refuses, and nothing is added.
+    async fn tell_joining(&self, node_id: NodeId, peer_url: &str) -> Result<(), Error> {
+        let cluster_id = self.peers.identity().cluster_id().ok_or(Error::NotInitialized)?;
+        let join = JoinCluster { cluster_id };
+        let joined: Result<(), _> = self.peers.call(peer_url, PATH_JOIN, node_id, &join, PING_TIMEOUT).await;
+        joined.map_err(|e| {
+            tracing::warn!(node_id, peer_url, error = %e, "a node to add did not accept joining");
+            Error::InvalidMembership(format!(
+                "node {node_id} at {peer_url} did not accept joining this cluster (is it running, with that node id and no other cluster?)"
+            ))
+        })
     }
 
     async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<wire::Membership, Error> {

@@ -19,7 +19,7 @@ use crate::types::{typ, NodeId};
 /// At most this many commands share one log entry.
 const MAX_BATCH_COMMANDS: usize = 512;
 /// A batch stops growing once its commands reach this many bytes (one command may exceed it).
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Why a write was not applied by this node.
 #[derive(Debug, Clone)]
