@@ -11,6 +11,7 @@ pub mod configs;
 pub mod hierarchy;
 pub mod output;
 pub mod releases;
+pub mod tokens;
 pub mod watch;
 
 use std::io::{Read, Write};
@@ -233,6 +234,18 @@ pub enum Command {
         #[command(subcommand)]
         command: hierarchy::EnvCommand,
     },
+    /// Create, list, show and revoke access tokens
+    ///
+    /// Example:
+    ///   conflux token create --role editor --scope acme/shop --name alice > alice.token
+    ///   conflux token list
+    #[command(verbatim_doc_comment)]
+    Token {
+        #[command(flatten)]
+        target: ClientTarget,
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
     /// Inspect and change cluster membership (admin API on the peer listener).
     Cluster {
         #[command(flatten)]
@@ -440,6 +453,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Tenant { target, command } => hierarchy::tenant(&target.client()?, command).await?,
         Command::App { target, command } => hierarchy::app(&target.client()?, command).await?,
         Command::Env { target, command } => hierarchy::env(&target.client()?, command).await?,
+        Command::Token { target, command } => tokens::token(&target.client()?, command).await?,
         Command::Cluster { target, command } => {
             let client = target.client()?;
             match command {

@@ -283,3 +283,42 @@ async fn with_auth_disabled_anyone_may_do_anything_as_anonymous() {
     assert!(!n.handle.client_addr.to_string().is_empty());
     n.handle.shutdown().await;
 }
+
+/// Runs `conflux <args>` against the node with `token` in `CONFLUX_TOKEN`; (success, stdout, stderr).
+fn cli(n: &Node, token: &str, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_conflux"))
+        .args(args)
+        .args(["--endpoint", &n.client_url("")])
+        .env("CONFLUX_TOKEN", token)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_uses_and_revokes_tokens() {
+    let n = node().await;
+    let (ok, token, _) = cli(&n, &n.token, &["token", "create", "--role", "viewer", "--scope", "acme", "--name", "ci"]);
+    assert!(ok);
+    let token = token.trim().to_string();
+    assert!(token.starts_with("cfx_"), "create prints the token alone: {token:?}");
+    let (ok, me, _) = cli(&n, &token, &["token", "whoami"]);
+    assert!(ok);
+    let me: Value = serde_json::from_str(&me).unwrap();
+    assert_eq!((&me["role"], &me["scope"]), (&json!("viewer"), &json!("acme")));
+    let id = me["actor"].as_str().unwrap().strip_prefix("token:").unwrap().to_string();
+
+    let (ok, listing, _) = cli(&n, &n.token, &["token", "list"]);
+    assert!(ok && listing.contains(&id) && listing.contains("active"), "{listing}");
+    let (ok, _, stderr) = cli(&n, &token, &["token", "create", "--role", "admin", "--scope", "*", "--name", "x"]);
+    assert!(!ok && (stderr.contains("403") || stderr.contains("role")), "a viewer cannot mint tokens: {stderr}");
+
+    assert!(cli(&n, &n.token, &["token", "revoke", &id]).0);
+    let (ok, _, stderr) = cli(&n, &token, &["token", "whoami"]);
+    assert!(!ok && stderr.contains("revoked"), "a revoked token is refused with a reason: {stderr}");
+    let (ok, listing, _) = cli(&n, &n.token, &["token", "list"]);
+    assert!(ok && listing.contains("revoked"), "{listing}");
+    n.handle.shutdown().await;
+}
