@@ -4,7 +4,8 @@
 #   scripts/dev-cluster.sh stop     stop all nodes (SIGTERM)
 #   scripts/dev-cluster.sh kill N   SIGKILL node N (1-3), e.g. the leader
 #   scripts/dev-cluster.sh restart N
-# Node N serves clients on 127.0.0.1:7N00 and peers/admin on 127.0.0.1:7N01.
+# Node N serves clients on 127.0.0.1:7N00 and peers/admin on 127.0.0.1:7N01. The bootstrap admin
+# token is in $DATA/admin-token (CONFLUX_TOKEN_FILE=$DATA/admin-token for the CLI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-./cluster-data}
@@ -16,11 +17,11 @@ start_node() {
   if [ -f "$DATA/node$n.pid" ] && kill -0 "$(cat "$DATA/node$n.pid")" 2>/dev/null; then return; fi
   "$BIN" serve --join --data-dir "$DATA/node$n" \
     --listen "127.0.0.1:7${n}00" --peer-listen "127.0.0.1:7${n}01" \
-    --cluster-token-file "$DATA/token" >>"$DATA/node$n.log" 2>&1 &
+    --cluster-token-file "$DATA/token" --admin-token-file "$DATA/admin-token" >>"$DATA/node$n.log" 2>&1 &
   echo $! >"$DATA/node$n.pid"
 }
 
-admin() { "$BIN" cluster --endpoint "http://127.0.0.1:7${1}01" --token-file "$DATA/token" "${@:2}"; }
+admin() { "$BIN" cluster --endpoint "http://127.0.0.1:7${1}01" --token-file "$DATA/admin-token" "${@:2}"; }
 
 node_id() {
   for _ in $(seq 100); do
@@ -37,7 +38,10 @@ case "${1:-start}" in
     scripts/setup.sh --build-only
     cargo build --workspace --all-features --bins --tests
     mkdir -p "$DATA"
-    [ -f "$DATA/token" ] || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/token"; chmod 600 "$DATA/token"; }
+    # The cluster token proves a peer; the admin token is the first cluster-wide admin.
+    for secret in token admin-token; do
+      [ -f "$DATA/$secret" ] || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/$secret"; chmod 600 "$DATA/$secret"; }
+    done
     for n in 1 2 3; do start_node "$n"; done
     ids=(); for n in 1 2 3; do ids+=("$(node_id "$n")"); done
     status=$(admin 1 status)
