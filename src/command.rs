@@ -10,11 +10,21 @@ use crate::model::hierarchy::QuotaUpdate;
 use crate::model::release::Rule;
 use crate::model::{ConfigKey, Format, Namespace};
 
-/// Who asked for a change, recorded in its audit record.
+/// Who asked for a change, recorded in its audit record, and the client's `Idempotency-Key`, if
+/// it sent one: a change with a key this actor used within the last day is not applied again (it
+/// answers what it answered then).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub actor: String,
     pub request_id: String,
+    pub idempotency_key: Option<String>,
+}
+
+impl Origin {
+    /// An origin without an idempotency key.
+    pub fn new(actor: &str, request_id: &str) -> Origin {
+        Origin { actor: actor.to_string(), request_id: request_id.to_string(), idempotency_key: None }
+    }
 }
 
 /// A change to the configuration state and who asked for it.
@@ -189,8 +199,8 @@ impl Command {
     /// Roughly how many bytes this command adds to a log entry: never less than its variable-length
     /// fields, so the write batcher's byte bound holds however the bytes are spread.
     pub fn size_hint(&self) -> usize {
-        let origin = self.origin.actor.len() + self.origin.request_id.len();
         let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        let origin = self.origin.actor.len() + self.origin.request_id.len() + text(&self.origin.idempotency_key);
         let variable = match &self.change {
             Change::PutTenant { tenant, description, .. } => tenant.len() + text(description),
             Change::DeleteTenant { tenant, .. } => tenant.len(),
@@ -243,7 +253,8 @@ impl Command {
             }
             Ok(())
         };
-        let origin = self.origin.actor.len() + self.origin.request_id.len();
+        let idempotency_key = self.origin.idempotency_key.as_ref().map_or(0, String::len);
+        let origin = self.origin.actor.len() + self.origin.request_id.len() + idempotency_key;
         if origin > MAX_URI_BYTES {
             return Err(InvalidCommand(format!("origin of {origin} bytes is too long")));
         }
@@ -366,4 +377,6 @@ pub enum CommandResponse {
     QuotaExceeded { detail: String },
     /// What the change creates exists already; `detail` says what.
     AlreadyExists { detail: String },
+    /// The `Idempotency-Key` was used by this actor within the last day for a different change.
+    IdempotencyKeyReused,
 }

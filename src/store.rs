@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod feed;
+mod idempotency;
 mod keys;
 pub mod log_store;
 mod reads;

@@ -322,3 +322,24 @@ async fn the_cli_creates_lists_uses_and_revokes_tokens() {
     assert!(ok && listing.contains("revoked"), "{listing}");
     n.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_retried_with_its_idempotency_key_is_applied_once() {
+    let n = node().await;
+    let send = |key: &str, body: &str| {
+        n.http.put(n.client_url(DB)).header("idempotency-key", key).body(body.to_string()).send()
+    };
+    let first: Value = send("retry-1", "a").await.unwrap().json().await.unwrap();
+    let retried: Value = send("retry-1", "a").await.unwrap().json().await.unwrap();
+    assert_eq!(first, retried, "the retry is answered with the first write's version and revision");
+    let versions: Value =
+        n.http.get(n.client_url(&format!("{DB}/versions"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(versions["items"].as_array().unwrap().len(), 1);
+    let reused = send("retry-1", "b").await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = reused.json().await.unwrap();
+    assert_eq!(problem["code"], "idempotency_key_reused");
+    let bad = send("no spaces allowed", "a").await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    n.handle.shutdown().await;
+}

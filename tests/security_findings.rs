@@ -40,7 +40,7 @@ fn cluster_of(n: &Node) -> String {
 }
 
 fn command(change: Change) -> Command {
-    Command { origin: Origin { actor: "peer".into(), request_id: "r1".into() }, change }
+    Command { origin: Origin::new("peer", "r1"), change }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

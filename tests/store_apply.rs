@@ -19,7 +19,7 @@ fn key(name: &str) -> ConfigKey {
 }
 
 fn command(change: Change) -> Command {
-    Command { origin: Origin { actor: "alice".into(), request_id: "req-1".into() }, change }
+    Command { origin: Origin::new("alice", "req-1"), change }
 }
 
 fn put(name: &str, content: &str, expected_version: Option<u64>) -> Command {
@@ -252,4 +252,37 @@ async fn deletes_refuse_non_empty_levels_unless_forced_and_keep_the_audit_log() 
     // Writing again starts over, and version numbers start over with the new config.
     let answers = h.apply(6, vec![put("db", "again", None)]).await;
     assert_eq!(answers, vec![CommandResponse::Written { version: 1, revision: 6 }]);
+}
+
+fn with_key(mut command: Command, actor: &str, idempotency_key: &str) -> Command {
+    command.origin.actor = actor.to_string();
+    command.origin.idempotency_key = Some(idempotency_key.to_string());
+    command
+}
+
+#[tokio::test]
+async fn an_idempotency_key_applies_its_change_once_per_actor_for_a_day() {
+    let mut h = Harness::new();
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let first = h.apply(1_000, vec![with_key(put("db", "v1", None), "alice", "k1")]).await;
+    assert!(matches!(first[..], [CommandResponse::Written { version: 1, .. }]), "{first:?}");
+    // The retry (even in the same entry as another change) answers the same and writes nothing.
+    let retry = h.apply(2_000, vec![with_key(put("db", "v1", None), "alice", "k1")]).await;
+    assert_eq!(retry, first, "the retry gets the first answer");
+    assert_eq!(h.store.versions(&key("db"), None, 1000).unwrap().items.len(), 1, "one version, not two");
+    // The same key for a different change is refused; another actor's key is its own.
+    let reused = h.apply(3_000, vec![with_key(put("db", "v2", None), "alice", "k1")]).await;
+    assert_eq!(reused, [CommandResponse::IdempotencyKeyReused]);
+    let bob = h.apply(4_000, vec![with_key(put("db", "v1", None), "bob", "k1")]).await;
+    assert!(matches!(bob[..], [CommandResponse::Written { version: 2, .. }]), "{bob:?}");
+    // A refusal is not remembered: the retry of a refused change is applied again.
+    let stale = h.apply(5_000, vec![with_key(put("db", "v3", Some(1)), "alice", "k2")]).await;
+    assert!(matches!(stale[..], [CommandResponse::VersionMismatch { .. }]));
+    let fixed = h.apply(6_000, vec![with_key(put("db", "v3", Some(2)), "alice", "k2")]).await;
+    assert!(matches!(fixed[..], [CommandResponse::Written { version: 3, .. }]), "{fixed:?}");
+    // A day later the key is forgotten (and its records dropped), so it applies again.
+    let later = h.apply(1_000 + DAY_MS + 1, vec![with_key(put("db", "v1", None), "alice", "k1")]).await;
+    assert!(matches!(later[..], [CommandResponse::Written { version: 4, .. }]), "{later:?}");
+    let again = h.apply(1_000 + DAY_MS + 2, vec![with_key(put("db", "v1", None), "alice", "k1")]).await;
+    assert_eq!(again, later, "the new answer is remembered in turn");
 }

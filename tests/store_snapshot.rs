@@ -25,7 +25,7 @@ fn put_entry(index: u64, name: &str, content: &str) -> typ::Entry {
         expected_version: None,
         checked_schema: None,
     };
-    let command = Command { origin: Origin { actor: "test".into(), request_id: format!("r{index}") }, change };
+    let command = Command { origin: Origin::new("test", &format!("r{index}")), change };
     openraft::Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(CommandBatch { time_ms: index, commands: vec![command] }),

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
 
 use super::problem::ApiError;
-use super::request::{Caller, RequestId};
+use super::request::{self, Caller, RequestId};
 use super::ApiState;
 use crate::auth::Unauthenticated;
 use crate::model::access::{AccessError, Action, Principal, Scope};
@@ -87,7 +87,8 @@ async fn check(guard: &Guard, request: &mut Request) -> Result<Option<Caller>, A
     }
     .map_err(ApiError::Access)?;
     let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
-    Ok(Some(Caller { principal, request_id }))
+    let idempotency_key = request::idempotency_key(request.headers())?;
+    Ok(Some(Caller { principal, request_id, idempotency_key }))
 }
 
 /// Middleware: enforces the guard's rule, then runs the handler with the [`Caller`] in the

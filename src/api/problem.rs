@@ -81,6 +81,8 @@ pub enum ApiError {
     Access(AccessError),
     #[error("{0}")]
     AlreadyExists(String),
+    #[error("this Idempotency-Key was used in the last 24 hours for a different request; use a new key per change")]
+    IdempotencyKeyReused,
     #[error("no route for {0}")]
     NoRoute(String),
     #[error("method not allowed on this path")]
@@ -112,6 +114,7 @@ impl ApiError {
             CommandResponse::TooLarge { size, limit } => ApiError::ConfigTooLarge { size: *size, limit: *limit },
             CommandResponse::QuotaExceeded { detail } => ApiError::QuotaExceeded(detail.clone()),
             CommandResponse::AlreadyExists { detail } => ApiError::AlreadyExists(detail.clone()),
+            CommandResponse::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
         })
     }
 
@@ -169,6 +172,7 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid_token_request")
             }
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already_exists"),
+            ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         }

@@ -48,12 +48,18 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
 pub struct Caller {
     pub principal: Principal,
     pub request_id: String,
+    /// The request's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
 }
 
 impl Caller {
     /// Who is making a change, for its audit record and version author.
     pub fn origin(&self) -> Origin {
-        Origin { actor: self.principal.actor.clone(), request_id: self.request_id.clone() }
+        Origin {
+            actor: self.principal.actor.clone(),
+            request_id: self.request_id.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+        }
     }
 
     /// 403 unless the caller may do `action` on `target` (for routes whose target is in the body).
@@ -144,6 +150,24 @@ fn etag_text(value: &HeaderValue, release: bool) -> Result<&str, ApiError> {
         return Err(ApiError::WeakIfMatch { tag: text.to_string(), release });
     }
     Ok(text.trim_matches('"'))
+}
+
+static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// `Idempotency-Key: <1 to 128 of [A-Za-z0-9._:-]>`, if present: a retried mutation with the same
+/// key (from the same token, within a day) is applied once and answered the same.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else { return Ok(None) };
+    let text = value.to_str().unwrap_or("");
+    let valid =
+        (1..=128).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if !valid {
+        return Err(ApiError::BadRequest {
+            code: "invalid_idempotency_key",
+            detail: "Idempotency-Key must be 1 to 128 letters, digits, '.', '_', ':' or '-' (a UUID works)".into(),
+        });
+    }
+    Ok(Some(text.to_string()))
 }
 
 /// `If-Match: "7"` (quotes optional) on a config write or delete: the version expected current.

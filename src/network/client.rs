@@ -137,7 +137,7 @@ mod tests {
             expected_version: None,
             checked_schema: None,
         };
-        let command = Command { origin: Origin { actor: "test".into(), request_id: "r".into() }, change };
+        let command = Command { origin: Origin::new("test", "r"), change };
         openraft::Entry {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
             payload: openraft::EntryPayload::Normal(CommandBatch { time_ms: 0, commands: vec![command] }),

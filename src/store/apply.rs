@@ -32,11 +32,16 @@ impl<'a> Overlay<'a> {
         Overlay { db, batch: WriteBatch::default(), written: HashMap::new(), dropped_ranges: Vec::new() }
     }
 
-    fn data(&self) -> &'a rocksdb::ColumnFamily {
+    /// The committed state under the batch (for scans; reads of single keys go through `get`).
+    pub(super) fn db(&self) -> &'a DB {
+        self.db
+    }
+
+    pub(super) fn data(&self) -> &'a rocksdb::ColumnFamily {
         Store::cf(self.db, CF_SM_DATA)
     }
 
-    fn get<T: DeserializeOwned>(&self, what: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
+    pub(super) fn get<T: DeserializeOwned>(&self, what: &'static str, key: &[u8]) -> Result<Option<T>, StoreError> {
         let raw = match self.written.get(key) {
             Some(value) => value.clone(),
             None if self.dropped_ranges.iter().any(|(start, end)| key >= start.as_slice() && key < end.as_slice()) => {
@@ -52,11 +57,11 @@ impl<'a> Overlay<'a> {
         self.written.insert(key, Some(value));
     }
 
-    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+    pub(super) fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         self.put_raw(key, encode(value));
     }
 
-    fn delete(&mut self, key: Vec<u8>) {
+    pub(super) fn delete(&mut self, key: Vec<u8>) {
         self.batch.delete_cf(self.data(), &key);
         self.written.insert(key, None);
     }
@@ -94,7 +99,15 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
         EntryApplier { overlay, revision, time_ms, audit_seq: 0 }
     }
 
+    /// Applies one command, once per idempotency key (see `idempotency.rs`).
     pub(super) fn apply(&mut self, command: Command) -> Applied {
+        match command.origin.idempotency_key.clone() {
+            Some(key) => self.apply_once(&key, command),
+            None => self.apply_change(command),
+        }
+    }
+
+    pub(super) fn apply_change(&mut self, command: Command) -> Applied {
         let Command { origin, change } = command;
         match change {
             Change::PutTenant { tenant, description, quotas } => self.put_tenant(&origin, &tenant, description, quotas),

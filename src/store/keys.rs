@@ -5,7 +5,7 @@
 //! `sm_data` holds, per kind, a one-letter tag then the names:
 //! `t` tenant, `p` app, `e` env, `c` config record, `v` version content, `m` version metadata,
 //! `r` release history, `s` schema, `a` audit (per tenant, by revision then position), `k` access
-//! token (by id).
+//! token (by id), `i` idempotency answer (by actor and key), `j` the same by time (for expiry).
 
 use crate::model::{ConfigKey, Namespace};
 
@@ -34,6 +34,8 @@ const RELEASE: &str = "r";
 const SCHEMA: &str = "s";
 const AUDIT: &str = "a";
 const TOKEN: &str = "k";
+const IDEMPOTENCY: &str = "i";
+const IDEMPOTENCY_BY_TIME: &str = "j";
 
 /// Every kind of key that lives under a config (and so under its env, app and tenant).
 const CONFIG_KINDS: [&str; 5] = [CONFIG, CONTENT, META, RELEASE, SCHEMA];
@@ -145,6 +147,25 @@ pub fn token(id: &str) -> Vec<u8> {
 
 pub fn token_prefix() -> Vec<u8> {
     children(TOKEN.as_bytes().to_vec())
+}
+
+pub fn idempotency(actor: &str, key: &str) -> Vec<u8> {
+    joined(IDEMPOTENCY, &[actor, key])
+}
+
+/// `j\0<time_ms big-endian>\0<actor>\0<key>`: ordered by time, so expiry scans from the start.
+pub fn idempotency_by_time(time_ms: u64, actor: &str, key: &str) -> Vec<u8> {
+    let mut out = idempotency_by_time_prefix();
+    out.extend_from_slice(&time_ms.to_be_bytes());
+    for segment in [actor, key] {
+        out.push(0);
+        out.extend_from_slice(segment.as_bytes());
+    }
+    out
+}
+
+pub fn idempotency_by_time_prefix() -> Vec<u8> {
+    children(IDEMPOTENCY_BY_TIME.as_bytes().to_vec())
 }
 
 /// The key ranges holding everything under a tenant, except its own record and its audit log

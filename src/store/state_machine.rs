@@ -170,11 +170,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         scopes.extend(commands.iter().filter_map(|c| c.change.scope()));
                     }
                     let mut applier = EntryApplier::new(&mut overlay, entry.log_id.index, time_ms);
-                    commands
+                    let applied = commands
                         .into_iter()
                         .map(|command| applier.apply(command))
                         .collect::<Result<_, _>>()
-                        .map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?
+                        .and_then(|responses| applier.expire_idempotency_keys().map(|()| responses));
+                    applied.map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?
                 }
                 EntryPayload::Membership(membership) => {
                     let stored = typ::StoredMembership::new(Some(entry.log_id), membership);
