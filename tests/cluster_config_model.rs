@@ -26,8 +26,12 @@ use sha2::{Digest as _, Sha256};
 
 /// One HTTP client for the whole test; its timeout is well above the server's request timeout
 /// (5 s), so the server always answers first unless the node is gone.
+/// A client that sends the cluster's bootstrap admin token with every request.
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", harness::ADMIN_TOKEN);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build().unwrap()
 }
 
 /// An answer: status, headers and the body as JSON (`Null` when empty, a string when not JSON).
