@@ -89,7 +89,7 @@ async fn write_and_read_everywhere(cluster: &TestCluster, name: &str) {
 async fn a_cluster_with_client_tls_and_peer_mtls_elects_a_leader_and_commits_writes() {
     let certs = TempDir::new().unwrap();
     make_certs(certs.path(), 3);
-    let cluster = TestCluster::start(3, NodeOptions::tls(certs.path())).await;
+    let cluster = TestCluster::start_with_tls(3, NodeOptions::default(), Some(certs.path())).await;
     let leader = cluster.leader().await;
     let status = cluster.status(leader).await.unwrap();
     assert_eq!(status.voters.len(), 3);
@@ -112,7 +112,7 @@ async fn a_cluster_with_client_tls_and_peer_mtls_elects_a_leader_and_commits_wri
 async fn peer_certificates_must_come_from_the_peer_ca_and_name_the_calling_member() {
     let certs = TempDir::new().unwrap();
     make_certs(certs.path(), 4);
-    let cluster = TestCluster::start(3, NodeOptions::tls(certs.path())).await;
+    let cluster = TestCluster::start_with_tls(3, NodeOptions::default(), Some(certs.path())).await;
     let ca = certs.path().join("ca.pem");
     let node2 = cluster.nodes[1].node_id;
     assert_eq!(node2, 2);
@@ -150,7 +150,7 @@ async fn peer_certificates_must_come_from_the_peer_ca_and_name_the_calling_membe
 async fn certificate_files_replaced_on_disk_are_served_without_restart_while_writes_continue() {
     let certs = TempDir::new().unwrap();
     make_certs(certs.path(), 3);
-    let cluster = TestCluster::start(3, NodeOptions::tls(certs.path())).await;
+    let cluster = TestCluster::start_with_tls(3, NodeOptions::default(), Some(certs.path())).await;
     let ca = certs.path().join("ca.pem");
     let node = &cluster.nodes[0];
     let old_client_cert = served_certificate(node.client_addr, &ca).await.unwrap();

@@ -26,21 +26,6 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 #[derive(Clone, Default)]
 pub struct NodeOptions {
     pub extra_args: Vec<String>,
-    /// A directory made by `scripts/certs.sh DIR N`: node `i` (from 0) runs with node id `i + 1`,
-    /// client TLS (`server.pem`) and peer mTLS (`node-<id>.pem`, `ca.pem`). Peer traffic then goes
-    /// straight to the nodes (the HTTP fault proxy cannot read TLS).
-    pub tls: Option<PathBuf>,
-}
-
-impl NodeOptions {
-    /// The options of a cluster with TLS on both listeners, certificates from `certs.sh` in `dir`.
-    pub fn tls(dir: &Path) -> NodeOptions {
-        NodeOptions { tls: Some(dir.to_path_buf()), ..NodeOptions::default() }
-    }
-
-    fn ca(&self) -> Option<Vec<u8>> {
-        self.tls.as_ref().map(|dir| std::fs::read(dir.join("ca.pem")).expect("reading ca.pem"))
-    }
 }
 
 /// Runs `scripts/certs.sh dir nodes`: a CA (kept if `dir` has one) and fresh leaf certificates.
@@ -97,6 +82,10 @@ pub struct TestCluster {
     pub root: TempDir,
     pub nodes: Vec<TestNode>,
     options: NodeOptions,
+    /// A directory made by `scripts/certs.sh DIR N`: node `i` (from 0) runs with node id `i + 1`,
+    /// client TLS (`server.pem`) and peer mTLS (`node-<id>.pem`, `ca.pem`). Peer traffic then goes
+    /// straight to the nodes (the HTTP fault proxy cannot read TLS).
+    tls: Option<PathBuf>,
 }
 
 /// Starts node `index` of a cluster; `advertise_peer: None` lets it advertise its own listener.
@@ -107,12 +96,13 @@ fn spawn(
     peer_listen: &str,
     advertise_peer: Option<&str>,
     options: &NodeOptions,
+    tls: Option<&Path>,
 ) -> Child {
     let _ = std::fs::remove_file(dir.join("listen.json"));
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
     let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
-    if let Some(certs) = &options.tls {
+    if let Some(certs) = tls {
         let id = index + 1;
         let file = |name: String| certs.join(name).into_os_string();
         tls_args.extend(["--node-id".into(), id.to_string().into()]);
@@ -174,7 +164,13 @@ impl TestCluster {
     /// Starts `size` nodes in cluster mode, initializes the first, adds the rest as learners and
     /// promotes them: the same steps an operator takes through the admin API.
     pub async fn start(size: usize, options: NodeOptions) -> TestCluster {
-        let mut cluster = TestCluster { root: TempDir::new().unwrap(), nodes: Vec::new(), options };
+        TestCluster::start_with_tls(size, options, None).await
+    }
+
+    /// [`TestCluster::start`] with TLS on both listeners, certificates from `certs.sh` in `certs`.
+    pub async fn start_with_tls(size: usize, options: NodeOptions, certs: Option<&Path>) -> TestCluster {
+        let tls = certs.map(Path::to_path_buf);
+        let mut cluster = TestCluster { root: TempDir::new().unwrap(), nodes: Vec::new(), options, tls };
         for _ in 0..size {
             cluster.add_node().await;
         }
@@ -196,13 +192,14 @@ impl TestCluster {
         let dir = self.root.path().join(format!("node{index}"));
         // The proxy exists first so the node can advertise it: all peer traffic then passes it.
         let proxy = FaultProxy::start("127.0.0.1:9".parse().unwrap()).await;
-        let tls = self.options.tls.is_some();
+        let tls = self.tls.is_some();
         let advertise = (!tls).then(|| proxy.url());
-        let process = spawn(index, &dir, "127.0.0.1:0", "127.0.0.1:0", advertise.as_deref(), &self.options);
+        let process =
+            spawn(index, &dir, "127.0.0.1:0", "127.0.0.1:0", advertise.as_deref(), &self.options, self.tls.as_deref());
         let (client_addr, peer_addr) = wait_listening(&dir).await;
         proxy.set_target(peer_addr);
         let peer_url = advertise.unwrap_or_else(|| format!("https://{peer_addr}"));
-        let ca = self.options.ca();
+        let ca = self.tls.as_ref().map(|dir| std::fs::read(dir.join("ca.pem")).expect("reading ca.pem"));
         let scheme = if tls { "https" } else { "http" };
         let admin = client_of(&format!("{scheme}://{peer_addr}"), ca.as_deref());
         let node_id = eventually("node answers status", Duration::from_secs(10), || async {
@@ -290,8 +287,8 @@ impl TestCluster {
     pub async fn restart(&mut self, index: usize) {
         let node = &self.nodes[index];
         let (client, peer) = (node.client_addr.to_string(), node.peer_addr.to_string());
-        let advertise = self.options.tls.is_none().then(|| node.proxy.url());
-        let process = spawn(index, &node.dir, &client, &peer, advertise.as_deref(), &self.options);
+        let advertise = self.tls.is_none().then(|| node.proxy.url());
+        let process = spawn(index, &node.dir, &client, &peer, advertise.as_deref(), &self.options, self.tls.as_deref());
         wait_listening(&node.dir).await;
         self.nodes[index].process = Some(process);
     }
