@@ -2,7 +2,7 @@
 //! certificates from `scripts/certs.sh`: a cluster forms and commits over TLS; a certificate from
 //! another CA fails the handshake; a member's certificate claiming another node, a non-member's
 //! certificate and no certificate are refused 403 on Raft routes; certificate files replaced on
-//! disk are served without a restart while writes continue.
+//! disk are served without a restart while writes continue, and a broken file is not taken.
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -160,7 +160,11 @@ async fn certificate_files_replaced_on_disk_are_served_without_restart_while_wri
 
     let clients = cluster.nodes.iter().map(|n| n.client()).collect();
     let load = WriteLoad::start_with(clients, 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A certificate file that does not parse is not taken: the previous one stays in use (the
+    // wait covers more than one reload poll).
+    std::fs::write(certs.path().join("server.pem"), "not a certificate").unwrap();
+    tokio::time::sleep(conflux::tls::RELOAD_INTERVAL * 2).await;
+    assert_eq!(served_certificate(node.client_addr, &ca).await.unwrap(), old_client_cert);
     // New leaf certificates (new keys, new serials) from the same CA, replaced by rename.
     make_certs(certs.path(), 3);
     let new_client_cert = certificate_file(&certs.path().join("server.pem"));
