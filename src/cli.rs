@@ -298,11 +298,30 @@ pub struct ClientTarget {
     /// File with the token to send [default: $CONFLUX_TOKEN, else ./data/admin-token].
     #[arg(long, global = true, env = "CONFLUX_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM file with the CA(s) an https endpoint's certificate must be signed by (no other root
+    /// is trusted).
+    #[arg(long, global = true, env = "CONFLUX_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ClientTarget {
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.endpoint, credential(self.token_file.as_deref())?))
+        connect(&self.endpoint, credential(self.token_file.as_deref())?, self.ca_file.as_deref())
+    }
+}
+
+/// A client of `endpoint`; with `ca_file`, trusting only the CAs in it.
+pub(crate) fn connect(
+    endpoint: &str,
+    token: Option<String>,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Client> {
+    match ca_file {
+        None => Ok(Client::new(endpoint, token)),
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Client::with_ca(endpoint, token, &pem).with_context(|| format!("using {} as the CA", path.display()))
+        }
     }
 }
 
@@ -332,13 +351,16 @@ pub struct AdminTarget {
     /// File with a cluster-wide admin token [default: $CONFLUX_TOKEN, else ./data/admin-token].
     #[arg(long, env = "CONFLUX_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM file with the CA(s) an https endpoint's certificate must be signed by.
+    #[arg(long, env = "CONFLUX_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AdminTarget {
     fn client(&self) -> anyhow::Result<Client> {
         let token = credential(self.token_file.as_deref())?
             .context("no admin token: pass --token-file, set CONFLUX_TOKEN, or run from the directory holding data/")?;
-        Ok(Client::new(&self.endpoint, Some(token)))
+        connect(&self.endpoint, Some(token), self.ca_file.as_deref())
     }
 }
 

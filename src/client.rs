@@ -36,6 +36,9 @@ pub enum ClientError {
     /// refuse it anyway, since names are `[A-Za-z0-9._-]` and never start with a dot.
     #[error("{0:?} is not a valid name")]
     InvalidName(String),
+    /// The CA file given to trust an https endpoint holds no PEM certificate.
+    #[error("the CA file holds no PEM certificate")]
+    NoCaCertificate,
 }
 
 impl ClientError {
@@ -167,6 +170,17 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// `builder` trusting exactly the CA certificates in `ca_pem` (TLS 1.2 at least, rustls).
+pub fn trusting(builder: reqwest::ClientBuilder, ca_pem: &[u8]) -> Result<reqwest::ClientBuilder, ClientError> {
+    let roots = reqwest::Certificate::from_pem_bundle(ca_pem)?;
+    if roots.is_empty() {
+        return Err(ClientError::NoCaCertificate);
+    }
+    let builder =
+        builder.use_rustls_tls().tls_built_in_root_certs(false).min_tls_version(reqwest::tls::Version::TLS_1_2);
+    Ok(roots.into_iter().fold(builder, |builder, root| builder.add_root_certificate(root)))
+}
+
 /// One name as a URL path segment: every byte outside `[A-Za-z0-9._~-]` percent-encoded.
 fn segment(name: &str) -> Result<String, ClientError> {
     if name.is_empty() || name == "." || name == ".." {
@@ -202,12 +216,20 @@ impl Client {
     /// A client of the node at `endpoint` (e.g. `http://127.0.0.1:7000`); `token` is sent as a
     /// bearer token (the admin API needs the cluster token).
     pub fn new(endpoint: &str, token: Option<String>) -> Client {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("building the HTTP client");
+        let http = Self::builder().build().expect("building the HTTP client");
         Client { http, endpoint: endpoint.trim_end_matches('/').to_string(), token }
+    }
+
+    /// A client of an `https://` endpoint whose certificate is signed by one of the CAs in
+    /// `ca_pem` (PEM, one or more certificates); no other root is trusted. Fails when `ca_pem`
+    /// holds no certificate.
+    pub fn with_ca(endpoint: &str, token: Option<String>, ca_pem: &[u8]) -> Result<Client, ClientError> {
+        let http = trusting(Self::builder(), ca_pem)?.build()?;
+        Ok(Client { http, endpoint: endpoint.trim_end_matches('/').to_string(), token })
+    }
+
+    fn builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder().tcp_nodelay(true).timeout(Duration::from_secs(30))
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

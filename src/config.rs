@@ -22,6 +22,29 @@ pub struct NodeConfig {
     /// URL other members use to reach this node's peer listener [default: http://<peer-listen>].
     #[arg(long, env = "CONFLUX_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
+    /// Node id of a new data directory (1 to 2^53-1), so a node certificate naming it
+    /// (`node-<id>.conflux`) can be issued before the first start; an existing data directory must
+    /// already have this id [default: a random id, created with the data directory].
+    #[arg(long, env = "CONFLUX_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Certificate chain (PEM) the client listener serves TLS with; needs --tls-key-file. Without
+    /// both, the client listener speaks plain HTTP.
+    #[arg(long, env = "CONFLUX_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "CONFLUX_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// This node's certificate (PEM, with the SAN `node-<id>.conflux`): served on the peer
+    /// listener and presented on calls to peers. Needs --peer-tls-key-file and --peer-tls-ca-file.
+    #[arg(long, env = "CONFLUX_PEER_TLS_CERT_FILE")]
+    pub peer_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --peer-tls-cert-file.
+    #[arg(long, env = "CONFLUX_PEER_TLS_KEY_FILE")]
+    pub peer_tls_key_file: Option<PathBuf>,
+    /// CA (PEM, one or more certificates) peer certificates must be signed by: Raft calls must
+    /// present one naming their sender, and outbound peer calls trust only it.
+    #[arg(long, env = "CONFLUX_PEER_TLS_CA_FILE")]
+    pub peer_tls_ca_file: Option<PathBuf>,
     /// Cluster mode: start uninitialized and wait to be added to a cluster (or `cluster init`).
     /// Without it, a new data directory bootstraps a single-voter cluster.
     #[arg(long, env = "CONFLUX_JOIN")]
@@ -96,6 +119,16 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Which listeners speak TLS, with which files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub client: Option<crate::tls::ServerFiles>,
+    pub peer: Option<crate::tls::PeerFiles>,
+}
+
+/// The largest node id: ids stay below 2^53 so JSON clients in any language read them exactly.
+pub const MAX_NODE_ID: u64 = (1 << 53) - 1;
+
 impl NodeConfig {
     /// A config for `data_dir` with every other setting at its default.
     pub fn with_data_dir(data_dir: PathBuf) -> NodeConfig {
@@ -138,6 +171,58 @@ impl NodeConfig {
             max_configs_per_watch: self.max_configs_per_watch.max(1),
             leaderless_grace: Duration::from_millis(self.election_timeout_max_ms.saturating_mul(2)),
         }
+    }
+
+    /// The TLS files of both listeners; refuses half-configured settings (a certificate without
+    /// its key, peer TLS without its CA) and an advertised peer URL whose scheme disagrees.
+    pub fn tls_settings(&self) -> Result<TlsSettings, ConfigError> {
+        let client = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::ServerFiles { cert: cert.clone(), key: key.clone(), client_ca: None })
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(needs("tls-cert-file", "--tls-key-file")),
+            (None, Some(_)) => return Err(needs("tls-key-file", "--tls-cert-file")),
+        };
+        let peer = match (&self.peer_tls_cert_file, &self.peer_tls_key_file, &self.peer_tls_ca_file) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(crate::tls::PeerFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
+            }
+            (None, None, None) => None,
+            (cert, key, ca) => {
+                let missing: Vec<&str> =
+                    [(cert, "--peer-tls-cert-file"), (key, "--peer-tls-key-file"), (ca, "--peer-tls-ca-file")]
+                        .into_iter()
+                        .filter(|(file, _)| file.is_none())
+                        .map(|(_, flag)| flag)
+                        .collect();
+                return Err(ConfigError {
+                    key: "peer-tls-*-file",
+                    reason: format!("peer TLS needs a certificate, its key and a CA; missing {}", missing.join(", ")),
+                });
+            }
+        };
+        if let Some(url) = &self.advertise_peer {
+            let https = url.starts_with("https://");
+            if peer.is_some() && !https {
+                return Err(ConfigError {
+                    key: "advertise-peer",
+                    reason: format!("{url} is not https:// but the peer listener speaks TLS"),
+                });
+            }
+            if peer.is_none() && https {
+                return Err(ConfigError {
+                    key: "advertise-peer",
+                    reason: format!("{url} is https:// but no peer TLS is configured (--peer-tls-*-file)"),
+                });
+            }
+        }
+        if let Some(id) = self.node_id {
+            if id == 0 || id > MAX_NODE_ID {
+                return Err(ConfigError { key: "node-id", reason: format!("{id} is not within 1..={MAX_NODE_ID}") });
+            }
+        }
+        Ok(TlsSettings { client, peer })
     }
 
     /// Checks relations between settings and builds openraft's configuration.
@@ -190,9 +275,38 @@ impl NodeConfig {
     }
 }
 
+fn needs(key: &'static str, other: &str) -> ConfigError {
+    ConfigError { key, reason: format!("needs {other} as well") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_configured_tls_is_refused_at_start_up() {
+        let base = NodeConfig::with_data_dir("unused".into());
+        assert_eq!(base.tls_settings().unwrap(), TlsSettings::default());
+        let cert_only = NodeConfig { tls_cert_file: Some("c.pem".into()), ..base.clone() };
+        assert_eq!(cert_only.tls_settings().unwrap_err().key, "tls-cert-file");
+        let key_only = NodeConfig { tls_key_file: Some("k.pem".into()), ..base.clone() };
+        assert_eq!(key_only.tls_settings().unwrap_err().key, "tls-key-file");
+        let no_ca = NodeConfig {
+            peer_tls_cert_file: Some("c.pem".into()),
+            peer_tls_key_file: Some("k.pem".into()),
+            ..base.clone()
+        };
+        let err = no_ca.tls_settings().unwrap_err();
+        assert!(err.to_string().contains("missing --peer-tls-ca-file"), "{err}");
+        let peer = NodeConfig { peer_tls_ca_file: Some("ca.pem".into()), ..no_ca };
+        assert!(peer.tls_settings().unwrap().peer.is_some());
+        let plain_advertised = NodeConfig { advertise_peer: Some("http://a:7001".into()), ..peer.clone() };
+        assert_eq!(plain_advertised.tls_settings().unwrap_err().key, "advertise-peer");
+        let https_without_tls = NodeConfig { advertise_peer: Some("https://a:7001".into()), ..base.clone() };
+        assert_eq!(https_without_tls.tls_settings().unwrap_err().key, "advertise-peer");
+        let zero = NodeConfig { node_id: Some(0), ..base };
+        assert_eq!(zero.tls_settings().unwrap_err().key, "node-id");
+    }
 
     fn with_body(max_body_bytes: usize) -> NodeConfig {
         NodeConfig { max_body_bytes, ..NodeConfig::with_data_dir("unused".into()) }

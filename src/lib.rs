@@ -32,6 +32,8 @@ pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
 #[cfg(feature = "server")]
+pub mod tls;
+#[cfg(feature = "server")]
 pub mod types;
 #[cfg(feature = "server")]
 pub mod watch;

@@ -9,7 +9,7 @@ pub mod client;
 pub mod identity;
 pub mod server;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 pub use identity::ClusterIdentity;
 
+use crate::tls::{PeerFiles, TlsError};
 use crate::types::NodeId;
 
 pub const HEADER_CLUSTER_ID: &str = "x-conflux-cluster-id";
@@ -47,31 +48,58 @@ impl PeerCallError {
     }
 }
 
-/// One pooled HTTP client for all peer traffic, plus what every request must carry.
+/// One pooled HTTP client for all peer traffic, plus what every request must carry. With peer
+/// TLS, the client presents this node's certificate and trusts only the peer CA; when those files
+/// change, [`PeerClient::reload_tls`] replaces the client (its pool goes with it), so new
+/// connections use the new files.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    http: Arc<RwLock<reqwest::Client>>,
+    tls: Option<Arc<PeerFiles>>,
     token: Arc<str>,
     identity: Arc<ClusterIdentity>,
     max_reply_bytes: usize,
 }
 
+fn http_client(tls: Option<&PeerFiles>) -> Result<reqwest::Client, TlsError> {
+    let builder = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(500))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64);
+    let builder = match tls {
+        Some(files) => files.client(builder)?,
+        None => builder,
+    };
+    builder.build().map_err(|e| TlsError::PeerClient(e.to_string()))
+}
+
 impl PeerClient {
     /// `max_reply_bytes` bounds every answer read (the peer body limit: no honest answer is
-    /// larger than what a peer may send).
-    pub fn new(token: Arc<str>, identity: Arc<ClusterIdentity>, max_reply_bytes: usize) -> PeerClient {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("building the peer HTTP client");
-        PeerClient { http, token, identity, max_reply_bytes }
+    /// larger than what a peer may send). Fails when the peer TLS files do not load.
+    pub fn new(
+        token: Arc<str>,
+        identity: Arc<ClusterIdentity>,
+        max_reply_bytes: usize,
+        tls: Option<PeerFiles>,
+    ) -> Result<PeerClient, TlsError> {
+        let http = Arc::new(RwLock::new(http_client(tls.as_ref())?));
+        Ok(PeerClient { http, tls: tls.map(Arc::new), token, identity, max_reply_bytes })
     }
 
     pub fn identity(&self) -> &ClusterIdentity {
         &self.identity
+    }
+
+    /// Builds the client again from the peer TLS files; on failure the previous one stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let http = http_client(self.tls.as_deref())?;
+        *self.http.write().unwrap_or_else(|p| p.into_inner()) = http;
+        Ok(())
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// POSTs a bincode body to `peer_url + path` on node `target` and decodes the bincode answer.
@@ -85,7 +113,7 @@ impl PeerClient {
     ) -> Result<Resp, PeerCallError> {
         let body = bincode::serialize(body).map_err(PeerCallError::Decode)?;
         let response = self
-            .http
+            .http()
             .post(format!("{}{}", peer_url.trim_end_matches('/'), path))
             .timeout(timeout)
             .bearer_auth(&*self.token)
@@ -132,7 +160,7 @@ mod tests {
     pub(crate) fn peer_client(dir: &std::path::Path, max_reply_bytes: usize) -> PeerClient {
         let store = crate::store::Store::open(dir).unwrap();
         let identity = Arc::new(ClusterIdentity::load(store, "a-token-of-sixteen-chars".into()).unwrap());
-        PeerClient::new("a-token-of-sixteen-chars".into(), identity, max_reply_bytes)
+        PeerClient::new("a-token-of-sixteen-chars".into(), identity, max_reply_bytes, None).unwrap()
     }
 
     /// Serves `app` on a free port of 127.0.0.1 and returns its URL.

@@ -18,6 +18,7 @@ use crate::network::client::RaftNetworkClient;
 use crate::network::{self, ClusterIdentity, PeerClient};
 use crate::service::{Service, ServiceTimeouts};
 use crate::store::Store;
+use crate::tls::{self, TlsAcceptor, TlsConnection, TlsListener};
 use crate::types::typ;
 use crate::watch::WatchHub;
 
@@ -36,6 +37,10 @@ pub enum StartError {
     Raft(String),
     #[error("bootstrapping the single-node cluster: {0}")]
     Bootstrap(crate::service::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("this data directory belongs to node {existing}, not to node {requested} (--node-id)")]
+    NodeId { existing: u64, requested: u64 },
 }
 
 /// A running node.
@@ -143,6 +148,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// Starts a node and returns once both listeners accept connections.
 pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let raft_config = Arc::new(config.raft_config()?);
+    let tls = config.tls_settings()?;
+    let client_tls = tls.client.clone().map(TlsAcceptor::load).transpose()?;
+    let peer_tls = tls.peer.as_ref().map(|files| TlsAcceptor::load(files.server())).transpose()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::Token(format!("creating {}: {e}", config.data_dir.display())))?;
     let cluster_token = Secret {
@@ -152,7 +160,13 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
         generated: CLUSTER_TOKEN_FILE,
     };
     let token = resolve_secret(&config, &cluster_token)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_as(&config.data_dir, config.node_id)?;
+    if let Some(requested) = config.node_id {
+        let existing = store.node_id()?;
+        if existing != requested {
+            return Err(StartError::NodeId { existing, requested });
+        }
+    }
     let auth = Arc::new(authenticator(&config, store.clone())?);
     let identity = Arc::new(ClusterIdentity::load(store.clone(), token.clone())?);
     let node_id = identity.node_id();
@@ -163,9 +177,10 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
         client_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let peer_addr =
         peer_listener.local_addr().map_err(|source| StartError::Bind { addr: config.peer_listen, source })?;
-    let advertise_peer = config.advertise_peer.clone().unwrap_or_else(|| format!("http://{peer_addr}"));
+    let scheme = if peer_tls.is_some() { "https" } else { "http" };
+    let advertise_peer = config.advertise_peer.clone().unwrap_or_else(|| format!("{scheme}://{peer_addr}"));
 
-    let peers = PeerClient::new(token.into(), identity.clone(), config.peer_body_limit());
+    let peers = PeerClient::new(token.into(), identity.clone(), config.peer_body_limit(), tls.peer.clone())?;
     let storage = store.raft_storage();
     let committed_index = storage.log_store.committed_index();
     let raft = typ::Raft::new(
@@ -188,14 +203,36 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
         max_body_bytes: config.max_body_bytes,
         snapshot_bytes: config.max_snapshot_bytes,
     };
-    let peer_app = network::server::router(service.clone(), limits).merge(api::admin_router(state.clone()));
-    let servers = vec![
-        serve(client_listener, api::client_router(state), stopped.clone()),
-        serve(peer_listener, peer_app, stopped.clone()),
-        tokio::spawn(bridge_metrics(raft.clone(), stopped)),
+    let peer_app =
+        network::server::router(service.clone(), limits, peer_tls.is_some()).merge(api::admin_router(state.clone()));
+    let mut servers = vec![
+        serve(client_listener, api::client_router(state), client_tls.clone(), stopped.clone()),
+        serve(peer_listener, peer_app, peer_tls.clone(), stopped.clone()),
+        tokio::spawn(bridge_metrics(raft.clone(), stopped.clone())),
     ];
+    if let Some(acceptor) = client_tls {
+        let paths = acceptor.files().paths();
+        servers.push(tls::watch_files("client listener", paths, stopped.clone(), move || acceptor.reload()));
+    } else {
+        tracing::warn!(
+            %client_addr,
+            "the client listener speaks plain HTTP (no --tls-cert-file/--tls-key-file): tokens and configs cross the \
+             network unencrypted"
+        );
+    }
+    if let (Some(acceptor), Some(files)) = (peer_tls, &tls.peer) {
+        let peers = service.peers.clone();
+        let reload = move || acceptor.reload().and_then(|_| peers.reload_tls());
+        servers.push(tls::watch_files("peer TLS", files.paths(), stopped, reload));
+    } else {
+        tracing::warn!(
+            %peer_addr,
+            "the peer listener speaks plain HTTP (no --peer-tls-*-file): Raft traffic and admin tokens cross the \
+             network unencrypted, peers prove themselves by the cluster token alone"
+        );
+    }
     record_listen_addresses(&config.data_dir, client_addr, peer_addr);
-    tracing::info!(node_id, %client_addr, %peer_addr, "conflux node started");
+    tracing::info!(node_id, %client_addr, %peer_addr, client_tls = tls.client.is_some(), peer_tls = tls.peer.is_some(), "conflux node started");
 
     let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
     if !config.join && !initialized {
@@ -215,15 +252,29 @@ fn record_listen_addresses(dir: &Path, client: SocketAddr, peer: SocketAddr) {
     }
 }
 
-fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<TlsAcceptor>>,
+    stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let mut stop = stopped.clone();
     tokio::spawn(async move {
         let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
+            let _ = stop.wait_for(|s| *s).await;
         };
         // `into_make_service` hands each connection a clone of the built router (one Arc);
         // serving the `Router` itself rebuilds its route table per connection (about 30 KB
         // each, which is most of what an idle watcher connection would cost).
-        if let Err(e) = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await {
+        let served = match tls {
+            None => axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await,
+            Some(acceptor) => {
+                let listener = TlsListener::new(listener, acceptor, stopped);
+                let app = app.into_make_service_with_connect_info::<TlsConnection>();
+                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "listener failed");
         }
     })

@@ -66,6 +66,12 @@ pub struct RaftStorage {
 impl Store {
     /// Opens (creating if needed) the RocksDB under `dir`. A new directory gets a fresh node id.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_as(dir, None)
+    }
+
+    /// [`Store::open`]; a new directory gets the node id `node_id` when given (`--node-id`).
+    /// A directory that existed keeps its id, whatever `node_id` says.
+    pub fn open_as(dir: &Path, node_id: Option<NodeId>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -74,7 +80,10 @@ impl Store {
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
         let store = Store { db: Arc::new(db), feed: Arc::default() };
-        store.ensure_node_id()?;
+        match node_id {
+            Some(id) => store.claim_node_id(id)?,
+            None => store.ensure_node_id()?,
+        };
         Ok(store)
     }
 
@@ -115,6 +124,18 @@ impl Store {
     /// This node's id, created with the data directory.
     pub fn node_id(&self) -> Result<NodeId, StoreError> {
         self.ensure_node_id()
+    }
+
+    /// Gives a data directory without a node id the id `id`. Returns the id the directory has:
+    /// `id`, or the one it already had.
+    fn claim_node_id(&self, id: NodeId) -> Result<NodeId, StoreError> {
+        if let Some(existing) = self.node_id_opt()? {
+            return Ok(existing);
+        }
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(true);
+        self.db.put_cf_opt(Self::cf(&self.db, CF_META), keys::NODE_ID, id.to_be_bytes(), &write)?;
+        Ok(id)
     }
 
     /// The cluster this node belongs to, once it was initialized or first contacted by a leader.

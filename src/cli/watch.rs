@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 
 use super::output::short_checksum;
@@ -55,6 +55,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     };
     let token = super::credential(args.target.token_file.as_deref())?;
     let mut watcher = Watcher::new(endpoints(&args.target.endpoint)?, spec).with_token(token);
+    if let Some(path) = &args.target.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        watcher = watcher.with_ca(&pem).with_context(|| format!("using {} as the CA", path.display()))?;
+    }
     loop {
         let answer = watcher.next().await?;
         let lines = if args.json { json_lines(&answer)? } else { text_lines(&answer) };

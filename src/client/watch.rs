@@ -100,6 +100,14 @@ impl Watcher {
         self
     }
 
+    /// Talks to `https://` nodes whose certificates are signed by a CA in `ca_pem`, and to no
+    /// other https node.
+    pub fn with_ca(mut self, ca_pem: &[u8]) -> Result<Watcher, super::ClientError> {
+        let builder = reqwest::Client::builder().tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT);
+        self.http = super::trusting(builder, ca_pem)?.build()?;
+        Ok(self)
+    }
+
     /// Starts from what the program already holds (e.g. resolved before watching) and the
     /// revision it was resolved at; the first answer then lists only what differs.
     pub fn with_known(mut self, known: BTreeMap<String, Held>, revision: u64) -> Watcher {

@@ -2,12 +2,19 @@
 //! passes: right token (constant-time), right target node, right cluster. A node without a
 //! cluster takes one only from the leader that adds it as a member (`join`); until then it
 //! refuses every other peer call, so a stray cluster sharing the token cannot capture it.
+//!
+//! With peer TLS, a Raft call must also come over a connection whose certificate (signed by the
+//! peer CA) names the node in `x-conflux-from-node`, and that node must be a member (voter or
+//! learner) of the membership this node knows: [`check_certificate`]. The token stays a second
+//! factor.
 
+use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 use subtle::ConstantTimeEq;
 
 use crate::store::{Store, StoreError};
+use crate::tls::PeerCertificate;
 use crate::types::NodeId;
 
 /// Why an inbound peer call was refused.
@@ -25,6 +32,12 @@ pub enum IdentityError {
     NotJoined,
     #[error("could not record the cluster id: {0}")]
     Store(String),
+    #[error("a Raft call over peer TLS must present a node certificate signed by the peer CA")]
+    NoCertificate,
+    #[error("the call says it comes from node {claimed:?}, which its certificate does not name")]
+    CertificateNamesOtherNode { claimed: String },
+    #[error("node {node} is not a member of this cluster")]
+    NotAMember { node: NodeId },
 }
 
 /// The node id, the cluster id (once known) and the token peers must present.
@@ -102,5 +115,31 @@ impl ClusterIdentity {
                 Ok(())
             }
         }
+    }
+}
+
+/// The certificate check of a Raft call over peer TLS: `certificate` (the connection's, verified
+/// against the peer CA) must name the node the call says it comes from (`from`), and that node
+/// must be in `members` (every voter and learner of the membership this node knows), unless
+/// `members` does not name this node yet (`local`): a node being added learns the membership from
+/// the leader's first calls, so until then the certificate is the proof (as for `/raft/join`,
+/// which passes `members: None`).
+pub fn check_certificate(
+    certificate: Option<&PeerCertificate>,
+    from: Option<&str>,
+    local: NodeId,
+    members: Option<&BTreeSet<NodeId>>,
+) -> Result<(), IdentityError> {
+    let certificate = certificate.ok_or(IdentityError::NoCertificate)?;
+    let claimed = from.unwrap_or("");
+    let node = match claimed.parse::<NodeId>() {
+        Ok(node) if certificate.names_node(node) => node,
+        _ => return Err(IdentityError::CertificateNamesOtherNode { claimed: claimed.to_string() }),
+    };
+    match members {
+        Some(members) if members.contains(&local) && !members.contains(&node) => {
+            Err(IdentityError::NotAMember { node })
+        }
+        _ => Ok(()),
     }
 }

@@ -6,13 +6,17 @@
 //! [`PeerLimits::body_bytes`]; no concurrency limit is applied here (Raft traffic must never queue
 //! behind clients). What a peer sends is checked as a client's request would be: forwarded
 //! commands pass `Command::check`, snapshot chunks must continue the snapshot being received.
+//! With peer TLS, each call must also come with a node certificate naming its sender, a member
+//! (`identity::check_certificate`); the admin API merged onto this listener never looks at
+//! certificates, only at admin tokens.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,14 +26,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::client::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
-use super::identity::IdentityError;
-use super::{BINCODE, HEADER_CLUSTER_ID, HEADER_TARGET_NODE};
+use super::identity::{check_certificate, IdentityError};
+use super::{BINCODE, HEADER_CLUSTER_ID, HEADER_FROM_NODE, HEADER_TARGET_NODE};
 use crate::command::{Command, CommandResponse};
 use crate::service::membership::{
     JoinCluster, MembershipChange, MembershipOutcome, PATH_FORWARD_ADMIN, PATH_JOIN, PATH_PING,
 };
 use crate::service::watchers::{WatchersQuery, PATH_WATCHERS};
 use crate::service::{self, Service, PATH_FORWARD_WRITE, PATH_READ_INDEX};
+use crate::tls::TlsConnection;
 use crate::types::{typ, NodeId};
 
 /// What peers may send this node.
@@ -48,15 +53,18 @@ pub struct PeerLimits {
 struct PeerState {
     service: Arc<Service>,
     limits: PeerLimits,
+    /// Peer TLS is on: every call must come with a node certificate naming its sender, a member.
+    certificates: bool,
     snapshot: Arc<tokio::sync::Mutex<SnapshotReceipt>>,
     refusals: Arc<RateLimitedLog>,
 }
 
 /// Routes for node-to-node traffic, behind the identity check.
-pub fn router(service: Arc<Service>, limits: PeerLimits) -> Router {
+pub fn router(service: Arc<Service>, limits: PeerLimits, certificates: bool) -> Router {
     let state = PeerState {
         service,
         limits,
+        certificates,
         snapshot: Default::default(),
         refusals: Arc::new(RateLimitedLog::new(REFUSAL_LOG_INTERVAL)),
     };
@@ -112,12 +120,27 @@ async fn check_identity(State(state): State<PeerState>, request: Request, next: 
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let identity = state.service.peers.identity();
     let token = identity.check_token(text(header::AUTHORIZATION.as_str()));
-    let checked = if request.uri().path() == PATH_JOIN {
+    let join = request.uri().path() == PATH_JOIN;
+    let checked = if join {
         // The join call is how a node without a cluster gets one; its handler checks the cluster.
         token.and_then(|_| identity.check_target(text(HEADER_TARGET_NODE)))
     } else {
         token.and_then(|_| identity.check_peer_call(text(HEADER_TARGET_NODE), text(HEADER_CLUSTER_ID)))
     };
+    let checked = checked.and_then(|_| {
+        if !state.certificates {
+            return Ok(());
+        }
+        let connection = request.extensions().get::<ConnectInfo<TlsConnection>>();
+        let certificate = connection.and_then(|c| c.0.peer_certificate.as_ref());
+        // The leader calls /raft/join on a node that knows no membership yet.
+        let members = (!join).then(|| {
+            let metrics = state.service.raft.metrics();
+            let membership = metrics.borrow();
+            membership.membership_config.membership().nodes().map(|(id, _)| *id).collect::<BTreeSet<NodeId>>()
+        });
+        check_certificate(certificate, text(HEADER_FROM_NODE), identity.node_id(), members.as_ref())
+    });
     match checked {
         Ok(()) => next.run(request).await,
         Err(e) => refusal(&state, e),
@@ -132,6 +155,9 @@ fn refusal(state: &PeerState, e: IdentityError) -> Response {
             StatusCode::CONFLICT
         }
         IdentityError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        IdentityError::NoCertificate
+        | IdentityError::CertificateNamesOtherNode { .. }
+        | IdentityError::NotAMember { .. } => StatusCode::FORBIDDEN,
     };
     if let Some(suppressed) = state.refusals.admit(Instant::now()) {
         tracing::warn!(error = %e, suppressed, "refused peer call (suppressed: refusals not logged since the last)");

@@ -28,24 +28,50 @@ pub struct NodeOptions {
     pub extra_args: Vec<String>,
 }
 
+/// Runs `scripts/certs.sh dir nodes`: a CA (kept if `dir` has one) and fresh leaf certificates.
+pub fn make_certs(dir: &Path, nodes: usize) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/certs.sh");
+    let status = Command::new(script).arg(dir).arg(nodes.to_string()).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "scripts/certs.sh failed");
+}
+
+/// A client of `url`, trusting `ca` when given.
+pub fn client_of(url: &str, ca: Option<&[u8]>) -> Client {
+    match ca {
+        Some(ca) => Client::with_ca(url, Some(ADMIN_TOKEN.to_string()), ca).unwrap(),
+        None => Client::new(url, Some(ADMIN_TOKEN.to_string())),
+    }
+}
+
 pub struct TestNode {
     pub dir: PathBuf,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub node_id: u64,
     pub proxy: FaultProxy,
+    /// The URL peers reach this node at: its proxy, or (TLS) its peer listener.
+    pub peer_url: String,
+    /// The CA its certificates are signed by (TLS clusters).
+    pub ca: Option<Vec<u8>>,
     process: Option<Child>,
 }
 
 impl TestNode {
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr)
+        format!("{}://{}", self.scheme(), self.client_addr)
     }
     pub fn client(&self) -> Client {
-        Client::new(&self.client_url(), Some(ADMIN_TOKEN.to_string()))
+        client_of(&self.client_url(), self.ca.as_deref())
     }
     pub fn admin(&self) -> Client {
-        Client::new(&format!("http://{}", self.peer_addr), Some(ADMIN_TOKEN.to_string()))
+        client_of(&format!("{}://{}", self.scheme(), self.peer_addr), self.ca.as_deref())
     }
     pub fn is_running(&self) -> bool {
         self.process.is_some()
@@ -56,16 +82,44 @@ pub struct TestCluster {
     pub root: TempDir,
     pub nodes: Vec<TestNode>,
     options: NodeOptions,
+    /// A directory made by `scripts/certs.sh DIR N`: node `i` (from 0) runs with node id `i + 1`,
+    /// client TLS (`server.pem`) and peer mTLS (`node-<id>.pem`, `ca.pem`). Peer traffic then goes
+    /// straight to the nodes (the HTTP fault proxy cannot read TLS).
+    tls: Option<PathBuf>,
 }
 
-fn spawn(dir: &Path, listen: &str, peer_listen: &str, advertise_peer: &str, options: &NodeOptions) -> Child {
+/// Starts node `index` of a cluster; `advertise_peer: None` lets it advertise its own listener.
+fn spawn(
+    index: usize,
+    dir: &Path,
+    listen: &str,
+    peer_listen: &str,
+    advertise_peer: Option<&str>,
+    options: &NodeOptions,
+    tls: Option<&Path>,
+) -> Child {
     let _ = std::fs::remove_file(dir.join("listen.json"));
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
+    let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(certs) = tls {
+        let id = index + 1;
+        let file = |name: String| certs.join(name).into_os_string();
+        tls_args.extend(["--node-id".into(), id.to_string().into()]);
+        tls_args.extend(["--tls-cert-file".into(), file("server.pem".into())]);
+        tls_args.extend(["--tls-key-file".into(), file("server-key.pem".into())]);
+        tls_args.extend(["--peer-tls-cert-file".into(), file(format!("node-{id}.pem"))]);
+        tls_args.extend(["--peer-tls-key-file".into(), file(format!("node-{id}-key.pem"))]);
+        tls_args.extend(["--peer-tls-ca-file".into(), file("ca.pem".into())]);
+    }
+    if let Some(url) = advertise_peer {
+        tls_args.extend(["--advertise-peer".into(), url.into()]);
+    }
     Command::new(env!("CARGO_BIN_EXE_conflux"))
         .args(["serve", "--join", "--data-dir"])
         .arg(dir)
-        .args(["--listen", listen, "--peer-listen", peer_listen, "--advertise-peer", advertise_peer])
+        .args(["--listen", listen, "--peer-listen", peer_listen])
+        .args(&tls_args)
         .args(["--heartbeat-ms", "150", "--election-timeout-min-ms", "800", "--election-timeout-max-ms", "1600"])
         .args(&options.extra_args)
         .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
@@ -110,7 +164,13 @@ impl TestCluster {
     /// Starts `size` nodes in cluster mode, initializes the first, adds the rest as learners and
     /// promotes them: the same steps an operator takes through the admin API.
     pub async fn start(size: usize, options: NodeOptions) -> TestCluster {
-        let mut cluster = TestCluster { root: TempDir::new().unwrap(), nodes: Vec::new(), options };
+        TestCluster::start_with_tls(size, options, None).await
+    }
+
+    /// [`TestCluster::start`] with TLS on both listeners, certificates from `certs.sh` in `certs`.
+    pub async fn start_with_tls(size: usize, options: NodeOptions, certs: Option<&Path>) -> TestCluster {
+        let tls = certs.map(Path::to_path_buf);
+        let mut cluster = TestCluster { root: TempDir::new().unwrap(), nodes: Vec::new(), options, tls };
         for _ in 0..size {
             cluster.add_node().await;
         }
@@ -132,15 +192,22 @@ impl TestCluster {
         let dir = self.root.path().join(format!("node{index}"));
         // The proxy exists first so the node can advertise it: all peer traffic then passes it.
         let proxy = FaultProxy::start("127.0.0.1:9".parse().unwrap()).await;
-        let process = spawn(&dir, "127.0.0.1:0", "127.0.0.1:0", &proxy.url(), &self.options);
+        let tls = self.tls.is_some();
+        let advertise = (!tls).then(|| proxy.url());
+        let process =
+            spawn(index, &dir, "127.0.0.1:0", "127.0.0.1:0", advertise.as_deref(), &self.options, self.tls.as_deref());
         let (client_addr, peer_addr) = wait_listening(&dir).await;
         proxy.set_target(peer_addr);
-        let admin = Client::new(&format!("http://{peer_addr}"), Some(ADMIN_TOKEN.to_string()));
+        let peer_url = advertise.unwrap_or_else(|| format!("https://{peer_addr}"));
+        let ca = self.tls.as_ref().map(|dir| std::fs::read(dir.join("ca.pem")).expect("reading ca.pem"));
+        let scheme = if tls { "https" } else { "http" };
+        let admin = client_of(&format!("{scheme}://{peer_addr}"), ca.as_deref());
         let node_id = eventually("node answers status", Duration::from_secs(10), || async {
             admin.status().await.ok().map(|s| s.node_id)
         })
         .await;
-        self.nodes.push(TestNode { dir, client_addr, peer_addr, node_id, proxy, process: Some(process) });
+        let process = Some(process);
+        self.nodes.push(TestNode { dir, client_addr, peer_addr, node_id, proxy, peer_url, ca, process });
         index
     }
 
@@ -150,7 +217,7 @@ impl TestCluster {
         let via = self.any_running_except(index);
         let result = via
             .admin()
-            .add_learner(node.node_id, &node.proxy.url(), Some(Duration::from_secs(30)))
+            .add_learner(node.node_id, &node.peer_url, Some(Duration::from_secs(30)))
             .await
             .expect("add learner");
         assert!(result.caught_up, "learner {} did not catch up: {result:?}", node.node_id);
@@ -219,8 +286,9 @@ impl TestCluster {
     /// Restarts node `index` on its data directory and its previous ports.
     pub async fn restart(&mut self, index: usize) {
         let node = &self.nodes[index];
-        let (client, peer, proxy) = (node.client_addr.to_string(), node.peer_addr.to_string(), node.proxy.url());
-        let process = spawn(&node.dir, &client, &peer, &proxy, &self.options);
+        let (client, peer) = (node.client_addr.to_string(), node.peer_addr.to_string());
+        let advertise = self.tls.is_none().then(|| node.proxy.url());
+        let process = spawn(index, &node.dir, &client, &peer, advertise.as_deref(), &self.options, self.tls.as_deref());
         wait_listening(&node.dir).await;
         self.nodes[index].process = Some(process);
     }
@@ -264,13 +332,18 @@ pub const LOAD_NAMESPACE: [&str; 3] = ["load", "t", "w"];
 
 impl WriteLoad {
     pub fn start(client_urls: Vec<String>, workers: usize) -> WriteLoad {
+        let clients = client_urls.iter().map(|u| Client::new(u, Some(ADMIN_TOKEN.to_string()))).collect();
+        WriteLoad::start_with(clients, workers)
+    }
+
+    /// [`WriteLoad::start`] through the given clients.
+    pub fn start_with(clients: Vec<Client>, workers: usize) -> WriteLoad {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let workers = (0..workers)
             .map(|worker| {
                 let stop = stop.clone();
-                let clients: Vec<Client> =
-                    client_urls.iter().map(|u| Client::new(u, Some(ADMIN_TOKEN.to_string()))).collect();
+                let clients = clients.clone();
                 tokio::spawn(async move {
                     let (mut acked, mut failed) = (Vec::new(), 0u64);
                     let mut seq = 0usize;
