@@ -14,6 +14,7 @@ pub mod problem;
 pub mod releases;
 pub mod request;
 pub mod resolve;
+pub mod shed;
 pub mod watch;
 
 use std::sync::Arc;

@@ -16,6 +16,8 @@ pub mod command;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod listener;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod model;
@@ -23,6 +25,8 @@ pub mod model;
 pub mod network;
 #[cfg(feature = "server")]
 pub mod node;
+#[cfg(feature = "server")]
+pub mod overload;
 #[cfg(feature = "server")]
 pub mod service;
 #[cfg(feature = "server")]

@@ -10,12 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::shed::InflightLimits;
 use crate::api::{self, ApiState};
 use crate::config::NodeConfig;
+use crate::listener::{self, PlainTcp};
 use crate::metrics;
 use crate::network::client::RaftNetworkClient;
 use crate::network::{self, ClusterIdentity, PeerClient};
-use crate::service::{Service, ServiceTimeouts};
+use crate::service::{Service, ServiceLimits, ServiceTimeouts};
 use crate::store::Store;
 use crate::types::typ;
 use crate::watch::WatchHub;
@@ -99,7 +101,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    listener::bind(addr).map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Starts a node and returns once both listeners accept connections.
@@ -135,13 +137,19 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let timeouts = ServiceTimeouts { request: config.request_timeout(), leader_wait: config.request_timeout() / 2 };
     let (stop, stopped) = watch::channel(false);
     let watchers = WatchHub::start(store.clone(), &raft, node_id, config.watch_limits(), stopped.clone());
-    let service = Service::new(raft.clone(), store, peers, timeouts, advertise_peer, committed_index, watchers);
+    let overload = config.overload_limits();
+    let limits = ServiceLimits { timeouts, write_queue: overload.write_queue() };
+    let service = Service::new(raft.clone(), store, peers, limits, advertise_peer, committed_index, watchers);
 
     let state = ApiState { service: service.clone(), max_body_bytes: config.max_body_bytes };
     let peer_app = network::server::router(service.clone()).merge(api::admin_router(state.clone()));
+    // Shedding wraps the whole client router; the peer listener (Raft, admin) is never shed.
+    let shed = InflightLimits::new(&overload, config.max_body_bytes);
+    let client_app = api::client_router(state).layer(axum::middleware::from_fn_with_state(shed, api::shed::limit));
+    let tcp = Arc::new(PlainTcp);
     let servers = vec![
-        serve(client_listener, api::client_router(state), stopped.clone()),
-        serve(peer_listener, peer_app, stopped.clone()),
+        listener::serve(client_listener, client_app, tcp.clone(), overload.client_listener(), stopped.clone()),
+        listener::serve(peer_listener, peer_app, tcp, overload.peer_listener(), stopped.clone()),
         tokio::spawn(bridge_metrics(raft.clone(), stopped)),
     ];
     record_listen_addresses(&config.data_dir, client_addr, peer_addr);
@@ -163,20 +171,6 @@ fn record_listen_addresses(dir: &Path, client: SocketAddr, peer: SocketAddr) {
     if let Err(e) = written {
         tracing::warn!(error = %e, "could not record listen addresses");
     }
-}
-
-fn serve(listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        // `into_make_service` hands each connection a clone of the built router (one Arc);
-        // serving the `Router` itself rebuilds its route table per connection (about 30 KB
-        // each, which is most of what an idle watcher connection would cost).
-        if let Err(e) = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "listener failed");
-        }
-    })
 }
 
 async fn bridge_metrics(raft: typ::Raft, mut stopped: watch::Receiver<bool>) {

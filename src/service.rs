@@ -53,6 +53,9 @@ pub enum Error {
     InvalidMembership(String),
     #[error("another membership change is in progress; retry when it completes")]
     MembershipInProgress,
+    /// Refused at once rather than queued: the node holds as much as its bounds allow.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl From<StoreError> for Error {
@@ -68,6 +71,13 @@ pub struct ServiceTimeouts {
     pub request: Duration,
     /// How long a request waits for an election to produce a leader before answering 503.
     pub leader_wait: Duration,
+}
+
+/// What bounds the service: its timeouts and its queue of writes waiting for Raft.
+#[derive(Debug, Clone)]
+pub struct ServiceLimits {
+    pub timeouts: ServiceTimeouts,
+    pub write_queue: crate::overload::WriteQueueLimits,
 }
 
 /// The node's operations, shared by the client API, the admin API and the peer routes.
@@ -89,13 +99,14 @@ impl Service {
         raft: typ::Raft,
         store: Store,
         peers: PeerClient,
-        timeouts: ServiceTimeouts,
+        limits: ServiceLimits,
         advertise_peer: String,
         committed_index: Arc<AtomicU64>,
         watch: Arc<WatchHub>,
     ) -> Arc<Service> {
+        let ServiceLimits { timeouts, write_queue } = limits;
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
-        let writes = WriteBatcher::start(raft.clone(), timeouts.request);
+        let writes = WriteBatcher::start(raft.clone(), timeouts.request, write_queue);
         let schemas = SchemaCache::default();
         Arc::new(Service {
             raft,

@@ -74,6 +74,10 @@ pub enum ApiError {
     NoRoute(String),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("the request body did not arrive within {millis} ms")]
+    BodyReadTimeout { millis: u64 },
 }
 
 impl From<StoreError> for ApiError {
@@ -118,6 +122,7 @@ impl ApiError {
                 S::UnknownMember(_) => (StatusCode::NOT_FOUND, "unknown_member"),
                 S::InvalidMembership(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_membership"),
                 S::MembershipInProgress => (StatusCode::CONFLICT, "membership_in_progress"),
+                S::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             },
             ApiError::Name(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             ApiError::UnknownFormat(_) => (StatusCode::BAD_REQUEST, "unknown_format"),
@@ -145,6 +150,8 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_read_timeout"),
         }
     }
 

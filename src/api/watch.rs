@@ -11,13 +11,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::Stream;
 
 use super::configs::json_body;
 use super::convert;
 use super::problem::ApiError;
 use super::request::{self, ConfigPath, Params};
+use super::shed;
 use super::ApiState;
 use crate::metrics;
 use crate::model::{release, ConfigKey, Namespace};
@@ -137,9 +138,10 @@ fn no_store_headers(revision: u64) -> [(HeaderName, HeaderValue); 2] {
 /// `POST /api/v1/watch`
 pub async fn long_poll(
     State(state): State<ApiState>,
+    slot: Option<Extension<shed::Slot>>,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let answered = long_poll_answer(&state, body).await;
+    let answered = long_poll_answer(&state, slot.map(|Extension(slot)| slot), body).await;
     match &answered {
         Ok(answer) if answer.changes.is_empty() && answer.deleted.is_empty() => count("timeout"),
         Ok(_) => count("changed"),
@@ -152,12 +154,17 @@ pub async fn long_poll(
 
 async fn long_poll_answer(
     state: &ApiState,
+    slot: Option<shed::Slot>,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<WatchAnswer, ApiError> {
     let checked = check(state, json_body(state, body)?)?;
     let (mut session, first) = start(state, checked.spec).await?;
     if let Some(answer) = first {
         return Ok(answer);
+    }
+    // Parked: counted by the watcher quota now, not among the executing requests.
+    if let Some(slot) = slot {
+        slot.release();
     }
     match session.next(Instant::now() + jittered(checked.timeout)).await? {
         Step::Changed { answer, noticed } => {

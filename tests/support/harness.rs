@@ -56,11 +56,17 @@ pub struct TestCluster {
     options: NodeOptions,
 }
 
+/// The `conflux` binary: `CONFLUX_BIN` when set (a private copy, which builds of other branches
+/// into a shared target directory cannot overwrite), else the one Cargo built with this test.
+pub fn conflux_bin() -> PathBuf {
+    std::env::var_os("CONFLUX_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conflux")), PathBuf::from)
+}
+
 fn spawn(dir: &Path, listen: &str, peer_listen: &str, advertise_peer: &str, options: &NodeOptions) -> Child {
     let _ = std::fs::remove_file(dir.join("listen.json"));
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_conflux"))
+    Command::new(conflux_bin())
         .args(["serve", "--join", "--data-dir"])
         .arg(dir)
         .args(["--listen", listen, "--peer-listen", peer_listen, "--advertise-peer", advertise_peer])
