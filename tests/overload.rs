@@ -303,39 +303,14 @@ enum Outcome {
     Other(String),
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_cut_off_from_its_followers_refuses_a_flood_of_big_writes_with_bounded_memory() {
-    const WRITES: usize = 2000;
-    const RSS_BOUND_MIB: u64 = 512;
-    let cluster = TestCluster::start(3, NodeOptions::default()).await;
-    let leader = cluster.leader().await;
-    let node = &cluster.nodes[leader];
-    let pid = pid_of(&node.dir);
-    node.client().put(["flood", "a", "e", "before"], b"1".to_vec(), PutOptions::default()).await.unwrap();
-    let baseline = rss_kib(pid).unwrap();
-    cluster.partition(&[leader]);
-
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = tokio::spawn({
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        async move {
-            while sampling.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_kib(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
-
+/// Sends `count` concurrent 1 MiB writes to `node` and sorts their answers.
+async fn flood(node: &TestNode, prefix: &str, count: usize) -> Vec<Outcome> {
     let content = Bytes::from(vec![b'x'; 1024 * 1024]);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let flood_started = Instant::now();
-    let writes: Vec<_> = (0..WRITES)
+    let writes: Vec<_> = (0..count)
         .map(|i| {
             let request = http
-                .put(format!("{}/api/v1/configs/flood/a/e/big{i}", node.client_url()))
+                .put(format!("{}/api/v1/configs/flood/a/e/{prefix}{i}", node.client_url()))
                 .header("content-type", "text/plain")
                 .body(content.clone());
             tokio::spawn(async move {
@@ -366,6 +341,37 @@ async fn a_leader_cut_off_from_its_followers_refuses_a_flood_of_big_writes_with_
     for write in writes {
         outcomes.push(write.await.unwrap());
     }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_followers_refuses_a_flood_of_big_writes_with_bounded_memory() {
+    const WRITES: usize = 2000;
+    const RSS_BOUND_MIB: u64 = 512;
+    let cluster = TestCluster::start(3, NodeOptions::default()).await;
+    let leader = cluster.leader().await;
+    let node = &cluster.nodes[leader];
+    let pid = pid_of(&node.dir);
+    node.client().put(["flood", "a", "e", "before"], b"1".to_vec(), PutOptions::default()).await.unwrap();
+    let baseline = rss_kib(pid).unwrap();
+    cluster.partition(&[leader]);
+
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_kib(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+
+    let flood_started = Instant::now();
+    let outcomes = flood(node, "big", WRITES).await;
     let flood_took = flood_started.elapsed();
     sampling.store(false, Ordering::Relaxed);
     sampler.await.unwrap();
@@ -482,4 +488,41 @@ async fn raft_keeps_its_leader_and_commits_while_the_leaders_client_listener_is_
     let capped = metric(target, "conflux_listener_connections_closed_total", &[("reason", "connection_cap")]).await;
     let shed = metric(target, "conflux_requests_shed_total", &[("reason", "inflight_requests")]).await;
     assert!(capped > 0.0 && shed > 0.0, "the client listener was not saturated: {capped} capped, {shed} shed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_refuses_writes_at_once_instead_of_queueing_them() {
+    // The request bounds are lifted so that only the 8 MiB write queue stands in the way.
+    let args = [
+        "--max-inflight-body-bytes",
+        "4294967296",
+        "--max-inflight-requests",
+        "100000",
+        "--write-queue-max-bytes",
+        "8388608",
+    ];
+    let cluster = TestCluster::start(3, options(&args)).await;
+    let leader = cluster.leader().await;
+    let node = &cluster.nodes[leader];
+    cluster.partition(&[leader]);
+
+    let outcomes = flood(node, "queued", 200).await;
+    let mut refused: Vec<Duration> =
+        outcomes.iter().filter_map(|o| if let Outcome::Overloaded(d) = o { Some(*d) } else { None }).collect();
+    let timed_out = outcomes.iter().filter(|o| matches!(o, Outcome::TimedOut)).count();
+    let others: Vec<&str> =
+        outcomes.iter().filter_map(|o| if let Outcome::Other(why) = o { Some(why.as_str()) } else { None }).collect();
+    let (count, p99) = (refused.len(), percentile(&mut refused, 0.99));
+    println!("write queue of 8 MiB: 200 writes of 1 MiB: {count} overloaded (p99 {p99:?}), {timed_out} timed out");
+    assert!(others.is_empty(), "unexpected outcomes: {:?}", &others[..others.len().min(5)]);
+    // At most 8 wait in the queue and a few are being proposed; the rest are refused.
+    assert!(timed_out <= 20, "{timed_out} writes waited for the request timeout");
+    assert!(count >= 180, "only {count} refused");
+    assert!(p99 < Duration::from_secs(5), "refusal p99 {p99:?}");
+    assert!(metric(node, "conflux_requests_shed_total", &[("reason", "write_queue")]).await >= 180.0);
+    // Writes whose clients gave up leave the queue when the stalled proposal is given up.
+    eventually("the queue's room is given back", Duration::from_secs(15), || async {
+        (metric(node, "conflux_write_queue_bytes", &[]).await == 0.0).then_some(())
+    })
+    .await;
 }
