@@ -39,6 +39,7 @@ pub struct Metrics {
     pub listener_connections: IntGaugeVec,
     pub listener_closed: IntCounterVec,
     pub requests_shed: IntCounterVec,
+    pub requests_inflight: IntGauge,
     pub write_queue_bytes: IntGauge,
 }
 
@@ -162,6 +163,10 @@ impl Metrics {
                     &["reason"],
                 )
                 .expect("valid metric"),
+            ),
+            requests_inflight: gauge(
+                "conflux_requests_inflight",
+                "Client requests executing now (as bounded by --max-inflight-requests)",
             ),
             write_queue_bytes: gauge("conflux_write_queue_bytes", "Bytes of writes waiting for the next proposal"),
             registry: r,

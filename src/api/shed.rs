@@ -60,6 +60,19 @@ struct Held {
     _body_bytes: Option<OwnedSemaphorePermit>,
 }
 
+impl Held {
+    fn new(request: OwnedSemaphorePermit, body_bytes: Option<OwnedSemaphorePermit>) -> Held {
+        metrics::global().requests_inflight.inc();
+        Held { _request: request, _body_bytes: body_bytes }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        metrics::global().requests_inflight.dec();
+    }
+}
+
 /// A request's place among the executing ones, in its extensions; [`Slot::release`] gives it back
 /// early (a watch that parks).
 #[derive(Clone)]
@@ -104,7 +117,7 @@ pub async fn limit(State(limits): State<InflightLimits>, mut request: Request, n
         };
         Some(bytes)
     };
-    let slot = Slot(Arc::new(Mutex::new(Some(Held { _request: admitted, _body_bytes: body_bytes }))));
+    let slot = Slot(Arc::new(Mutex::new(Some(Held::new(admitted, body_bytes)))));
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
     // A streamed response (a watch stream) is past its setup here and holds nothing more.
