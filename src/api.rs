@@ -16,6 +16,7 @@ pub mod problem;
 pub mod releases;
 pub mod request;
 pub mod resolve;
+pub mod shed;
 pub mod tokens;
 pub mod watch;
 

@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node. With no cluster flags, bootstraps a single-node cluster in ./data.
-    Serve(NodeConfig),
+    Serve(Box<NodeConfig>),
     /// Print a configuration's current content.
     Get {
         #[command(flatten)]

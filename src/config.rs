@@ -91,6 +91,37 @@ pub struct NodeConfig {
     /// Configs one watch may cover (named, or a whole env).
     #[arg(long, env = "CONFLUX_MAX_CONFIGS_PER_WATCH", default_value_t = 1000)]
     pub max_configs_per_watch: usize,
+    /// Open connections on the client listener; more are closed as soon as they are accepted.
+    #[arg(long, env = "CONFLUX_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Open connections on the peer listener (Raft and admin), apart from the client listener's.
+    #[arg(long, env = "CONFLUX_PEER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub peer_max_connections: usize,
+    /// A request head must arrive within this many milliseconds (both listeners).
+    #[arg(long, env = "CONFLUX_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive within this many milliseconds of its head, else 408 (both listeners).
+    #[arg(long, env = "CONFLUX_BODY_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// A keep-alive connection idle this many milliseconds is closed (both listeners; longer than
+    /// the peer client's 60 s pool idle time, so peers never reuse a connection being closed).
+    #[arg(long, env = "CONFLUX_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub idle_timeout_ms: u64,
+    /// Client API requests executing at once (parked watches, health and metrics not counted);
+    /// more are answered 503 `overloaded` at once.
+    #[arg(long, env = "CONFLUX_MAX_INFLIGHT_REQUESTS", default_value_t = 1024)]
+    pub max_inflight_requests: usize,
+    /// Request body bytes the executing client requests may hold (by Content-Length; a body of
+    /// unknown length counts as --max-body-bytes); past it, 503 `overloaded`.
+    #[arg(long, env = "CONFLUX_MAX_INFLIGHT_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
+    /// Bytes of writes waiting for the next Raft proposal; a write that does not fit is answered
+    /// 503 `overloaded`.
+    #[arg(long, env = "CONFLUX_WRITE_QUEUE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub write_queue_max_bytes: usize,
+    /// Writes waiting for the next Raft proposal; past it, 503 `overloaded`.
+    #[arg(long, env = "CONFLUX_WRITE_QUEUE_MAX_WRITES", default_value_t = 8192)]
+    pub write_queue_max_writes: usize,
 }
 
 /// Whether requests must carry a token.
@@ -225,6 +256,22 @@ impl NodeConfig {
         Ok(TlsSettings { client, peer })
     }
 
+    /// The connection, request and write-queue bounds (see `listener`, `api::shed`,
+    /// `service::write_batcher`).
+    pub fn overload_limits(&self) -> crate::overload::OverloadLimits {
+        crate::overload::OverloadLimits {
+            max_connections: self.max_connections,
+            peer_max_connections: self.peer_max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_inflight_requests: self.max_inflight_requests,
+            max_inflight_body_bytes: self.max_inflight_body_bytes,
+            write_queue_max_bytes: self.write_queue_max_bytes,
+            write_queue_max_writes: self.write_queue_max_writes,
+        }
+    }
+
     /// Checks relations between settings and builds openraft's configuration.
     pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         if self.max_body_bytes == 0 {
@@ -246,6 +293,7 @@ impl NodeConfig {
                 reason: format!("must be at least one snapshot chunk ({SNAPSHOT_CHUNK_BYTES} bytes)"),
             });
         }
+        self.overload_limits().check(self.max_body_bytes)?;
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError {
                 key: "request-timeout-ms",

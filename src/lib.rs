@@ -18,6 +18,8 @@ pub mod command;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod listener;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod model;
@@ -25,6 +27,8 @@ pub mod model;
 pub mod network;
 #[cfg(feature = "server")]
 pub mod node;
+#[cfg(feature = "server")]
+pub mod overload;
 #[cfg(feature = "server")]
 pub mod service;
 #[cfg(feature = "server")]

@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     conflux::telemetry::init(cli.log_format);
     let outcome = match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         command => cli::run_client(command).await,
     };
     match outcome {

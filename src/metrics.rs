@@ -36,6 +36,11 @@ pub struct Metrics {
     pub watchers: IntGauge,
     pub watch_notify_seconds: Histogram,
     pub watch_responses: IntCounterVec,
+    pub listener_connections: IntGaugeVec,
+    pub listener_closed: IntCounterVec,
+    pub requests_shed: IntCounterVec,
+    pub requests_inflight: IntGauge,
+    pub write_queue_bytes: IntGauge,
 }
 
 const STATES: [&str; 5] = ["Leader", "Follower", "Candidate", "Learner", "Shutdown"];
@@ -131,6 +136,39 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            listener_connections: gauge_vec(
+                "conflux_listener_connections",
+                "Open connections by listener (client, peer)",
+                &["listener"],
+            ),
+            listener_closed: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "conflux_listener_connections_closed_total",
+                        "Connections closed by the node: connection_cap, handshake_timeout, header_timeout, \
+                         idle_timeout, body_timeout",
+                    ),
+                    &["listener", "reason"],
+                )
+                .expect("valid metric"),
+            ),
+            requests_shed: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "conflux_requests_shed_total",
+                        "Requests answered 503 overloaded: inflight_requests, inflight_body_bytes, write_queue",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            requests_inflight: gauge(
+                "conflux_requests_inflight",
+                "Client requests executing now (as bounded by --max-inflight-requests)",
+            ),
+            write_queue_bytes: gauge("conflux_write_queue_bytes", "Bytes of writes waiting for the next proposal"),
             registry: r,
         }
     }

@@ -10,15 +10,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::shed::InflightLimits;
 use crate::api::{self, ApiState};
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, NodeConfig};
+use crate::listener::{self, ListenerLimits, PlainTcp};
 use crate::metrics;
 use crate::network::client::RaftNetworkClient;
 use crate::network::{self, ClusterIdentity, PeerClient};
-use crate::service::{Service, ServiceTimeouts};
+use crate::service::{Service, ServiceLimits, ServiceTimeouts};
 use crate::store::Store;
-use crate::tls::{self, TlsAcceptor, TlsConnection, TlsListener};
+use crate::tls::{self, TlsAcceptor};
 use crate::types::typ;
 use crate::watch::WatchHub;
 
@@ -142,7 +144,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    listener::bind(addr).map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Starts a node and returns once both listeners accept connections.
@@ -195,7 +197,9 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let timeouts = ServiceTimeouts { request: config.request_timeout(), leader_wait: config.request_timeout() / 2 };
     let (stop, stopped) = watch::channel(false);
     let watchers = WatchHub::start(store.clone(), &raft, node_id, config.watch_limits(), stopped.clone());
-    let service = Service::new(raft.clone(), store, peers, timeouts, advertise_peer, committed_index, watchers);
+    let overload = config.overload_limits();
+    let limits = ServiceLimits { timeouts, write_queue: overload.write_queue() };
+    let service = Service::new(raft.clone(), store, peers, limits, advertise_peer, committed_index, watchers);
 
     let state = ApiState { service: service.clone(), auth, max_body_bytes: config.max_body_bytes };
     let limits = network::server::PeerLimits {
@@ -205,9 +209,12 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     };
     let peer_app =
         network::server::router(service.clone(), limits, peer_tls.is_some()).merge(api::admin_router(state.clone()));
+    // Shedding wraps the whole client router; the peer listener (Raft, admin) is never shed.
+    let shed = InflightLimits::new(&overload, config.max_body_bytes);
+    let client_app = api::client_router(state).layer(axum::middleware::from_fn_with_state(shed, api::shed::limit));
     let mut servers = vec![
-        serve(client_listener, api::client_router(state), client_tls.clone(), stopped.clone()),
-        serve(peer_listener, peer_app, peer_tls.clone(), stopped.clone()),
+        serve(client_listener, client_app, client_tls.clone(), overload.client_listener(), stopped.clone()),
+        serve(peer_listener, peer_app, peer_tls.clone(), overload.peer_listener(), stopped.clone()),
         tokio::spawn(bridge_metrics(raft.clone(), stopped.clone())),
     ];
     if let Some(acceptor) = client_tls {
@@ -252,32 +259,18 @@ fn record_listen_addresses(dir: &Path, client: SocketAddr, peer: SocketAddr) {
     }
 }
 
+/// Serves `app` on `listener`, over TLS when `tls` is given.
 fn serve(
     listener: TcpListener,
     app: axum::Router,
     tls: Option<Arc<TlsAcceptor>>,
+    limits: ListenerLimits,
     stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let mut stop = stopped.clone();
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        // `into_make_service` hands each connection a clone of the built router (one Arc);
-        // serving the `Router` itself rebuilds its route table per connection (about 30 KB
-        // each, which is most of what an idle watcher connection would cost).
-        let served = match tls {
-            None => axum::serve(listener, app.into_make_service()).with_graceful_shutdown(shutdown).await,
-            Some(acceptor) => {
-                let listener = TlsListener::new(listener, acceptor, stopped);
-                let app = app.into_make_service_with_connect_info::<TlsConnection>();
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "listener failed");
-        }
-    })
+    match tls {
+        Some(acceptor) => listener::serve(listener, app, acceptor, limits, stopped),
+        None => listener::serve(listener, app, Arc::new(PlainTcp), limits, stopped),
+    }
 }
 
 async fn bridge_metrics(raft: typ::Raft, mut stopped: watch::Receiver<bool>) {

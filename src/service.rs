@@ -59,6 +59,9 @@ pub enum Error {
     /// A forwarded write was sent but no answer came back: it may or may not have been applied.
     #[error("the leader (node {leader_id}) did not answer a forwarded write: {reason}")]
     OutcomeUnknown { leader_id: NodeId, reason: String },
+    /// Refused at once rather than queued: the node holds as much as its bounds allow.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl From<StoreError> for Error {
@@ -74,6 +77,13 @@ pub struct ServiceTimeouts {
     pub request: Duration,
     /// How long a request waits for an election to produce a leader before answering 503.
     pub leader_wait: Duration,
+}
+
+/// What bounds the service: its timeouts and its queue of writes waiting for Raft.
+#[derive(Debug, Clone)]
+pub struct ServiceLimits {
+    pub timeouts: ServiceTimeouts,
+    pub write_queue: crate::overload::WriteQueueLimits,
 }
 
 /// The node's operations, shared by the client API, the admin API and the peer routes.
@@ -95,13 +105,14 @@ impl Service {
         raft: typ::Raft,
         store: Store,
         peers: PeerClient,
-        timeouts: ServiceTimeouts,
+        limits: ServiceLimits,
         advertise_peer: String,
         committed_index: Arc<AtomicU64>,
         watch: Arc<WatchHub>,
     ) -> Arc<Service> {
+        let ServiceLimits { timeouts, write_queue } = limits;
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
-        let writes = WriteBatcher::start(raft.clone(), timeouts.request);
+        let writes = WriteBatcher::start(raft.clone(), timeouts.request, write_queue);
         let schemas = SchemaCache::default();
         Arc::new(Service {
             raft,

@@ -19,8 +19,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 
@@ -28,8 +28,6 @@ use crate::types::NodeId;
 
 /// How often certificate files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -275,68 +273,15 @@ fn stamps(paths: &[PathBuf]) -> Vec<Stamp> {
         .collect()
 }
 
-/// A TLS listener for `axum::serve`: accepts TCP connections and runs each handshake on its own
-/// task (bounded by a timeout), so a slow client never holds up the others.
-pub struct TlsListener {
-    local: SocketAddr,
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, TlsConnection)>,
-}
+/// The TLS handshake of the listeners' accept loop: requests of the connection carry its
+/// [`TlsConnection`] (with the client's certificate, if it presented one).
+impl crate::listener::Handshake for TlsAcceptor {
+    type Stream = TlsStream<TcpStream>;
+    type Info = TlsConnection;
 
-impl TlsListener {
-    /// Serves `acceptor`'s TLS on `listener` until `stopped`.
-    pub fn new(listener: TcpListener, acceptor: Arc<TlsAcceptor>, mut stopped: watch::Receiver<bool>) -> TlsListener {
-        let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (send, accepted) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, remote) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    () = stop_requested(&mut stopped) => return,
-                };
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, send) = (acceptor.clone(), send.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let peer_certificate = PeerCertificate::of(&stream);
-                            let _ = send.send((stream, TlsConnection { remote, peer_certificate })).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { local, accepted }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = TlsConnection;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(accepted) => accepted,
-            // The accept task ended: the node is stopping and axum stops asking.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(TlsConnection { remote: self.local, peer_certificate: None })
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsConnection {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsConnection {
-        stream.remote_addr().clone()
+    async fn handshake(&self, tcp: TcpStream, remote: SocketAddr) -> io::Result<(Self::Stream, TlsConnection)> {
+        let stream = self.accept(tcp).await?;
+        let peer_certificate = PeerCertificate::of(&stream);
+        Ok((stream, TlsConnection { remote, peer_certificate }))
     }
 }

@@ -87,6 +87,10 @@ pub enum ApiError {
     NoRoute(String),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("the request body did not arrive within {millis} ms")]
+    BodyReadTimeout { millis: u64 },
 }
 
 impl From<StoreError> for ApiError {
@@ -135,6 +139,7 @@ impl ApiError {
                 S::MembershipInProgress => (StatusCode::CONFLICT, "membership_in_progress"),
                 S::InvalidCommand(_) => (StatusCode::BAD_REQUEST, "invalid_command"),
                 S::OutcomeUnknown { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+                S::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             },
             ApiError::Name(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
             ApiError::UnknownFormat(_) => (StatusCode::BAD_REQUEST, "unknown_format"),
@@ -175,6 +180,8 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_read_timeout"),
         }
     }
 

@@ -18,6 +18,7 @@ use super::configs::json_body;
 use super::convert;
 use super::problem::ApiError;
 use super::request::{self, Caller, ConfigPath, Params};
+use super::shed;
 use super::ApiState;
 use crate::metrics;
 use crate::model::access::{Action, Scope};
@@ -141,9 +142,10 @@ fn no_store_headers(revision: u64) -> [(HeaderName, HeaderValue); 2] {
 pub async fn long_poll(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    slot: Option<Extension<shed::Slot>>,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let answered = long_poll_answer(&state, &caller, body).await;
+    let answered = long_poll_answer(&state, &caller, slot.map(|Extension(slot)| slot), body).await;
     match &answered {
         Ok(answer) if answer.changes.is_empty() && answer.deleted.is_empty() => count("timeout"),
         Ok(_) => count("changed"),
@@ -157,12 +159,17 @@ pub async fn long_poll(
 async fn long_poll_answer(
     state: &ApiState,
     caller: &Caller,
+    slot: Option<shed::Slot>,
     body: Result<Json<wire::WatchRequest>, JsonRejection>,
 ) -> Result<WatchAnswer, ApiError> {
     let checked = check(state, caller, json_body(state, body)?)?;
     let (mut session, first) = start(state, checked.spec).await?;
     if let Some(answer) = first {
         return Ok(answer);
+    }
+    // Parked: counted by the watcher quota now, not among the executing requests.
+    if let Some(slot) = slot {
+        slot.release();
     }
     match session.next(Instant::now() + jittered(checked.timeout)).await? {
         Step::Changed { answer, noticed } => {

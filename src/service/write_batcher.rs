@@ -4,16 +4,24 @@
 //! at a time, and every write that queued meanwhile becomes the next entry (within a command and
 //! byte budget). An idle batcher proposes at once, so a lone writer waits for nothing extra.
 //!
+//! The queue is bounded in writes and bytes (`--write-queue-max-writes`, `--write-queue-max-bytes`):
+//! a write that does not fit is refused at once with [`Error::Overloaded`], never queued, so a
+//! leader that cannot commit (cut off from its followers) holds a bounded amount of memory here
+//! however many clients keep writing. What a write holds is given back when it leaves the queue
+//! for a proposal.
+//!
 //! A proposal is given up after the request timeout: openraft 0.9 never answers the proposer of
 //! an uncommitted entry that a snapshot from a newer leader overtakes (it answers only entries it
 //! applies or truncates), and one such entry must not stall every later write on this node.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::Error;
 use crate::command::{Command, CommandBatch, CommandResponse};
+use crate::overload::WriteQueueLimits;
 use crate::types::{typ, NodeId};
 
 /// At most this many commands share one log entry.
@@ -35,27 +43,65 @@ type Reply = oneshot::Sender<Result<CommandResponse, Rejected>>;
 struct Pending {
     command: Command,
     reply: Reply,
+    _queued: Queued,
+}
+
+/// A write's share of the queue's bounds, given back when it leaves the queue.
+struct Queued {
+    _write: OwnedSemaphorePermit,
+    bytes: OwnedSemaphorePermit,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        crate::metrics::global().write_queue_bytes.sub(self.bytes.num_permits() as i64);
+    }
 }
 
 /// Handle on the batching worker; dropping every handle stops it.
 pub struct WriteBatcher {
     queue: mpsc::UnboundedSender<Pending>,
+    writes: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    limits: WriteQueueLimits,
 }
 
 impl WriteBatcher {
     /// Starts the worker; `give_up_after` bounds how long one proposal may stay unanswered.
-    pub fn start(raft: typ::Raft, give_up_after: Duration) -> WriteBatcher {
+    pub fn start(raft: typ::Raft, give_up_after: Duration, limits: WriteQueueLimits) -> WriteBatcher {
         let (queue, pending) = mpsc::unbounded_channel();
         tokio::spawn(run(raft, give_up_after, pending));
-        WriteBatcher { queue }
+        let permits = |n: usize| Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)));
+        WriteBatcher { queue, writes: permits(limits.max_writes), bytes: permits(limits.max_bytes), limits }
     }
 
     /// Proposes `command` through this node's Raft, in the next batch; answers once it is applied.
+    /// Refused at once with [`Error::Overloaded`] when the queue has no room for it.
     pub async fn submit(&self, command: Command) -> Result<CommandResponse, Rejected> {
         let stopped = || Rejected::Failed(Error::Stopped("write batcher stopped".into()));
+        let queued = self.admit(command.size_hint())?;
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Pending { command, reply }).map_err(|_| stopped())?;
+        self.queue.send(Pending { command, reply, _queued: queued }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Takes room for one write of `size` bytes (a write larger than the whole bound needs all of it).
+    fn admit(&self, size: usize) -> Result<Queued, Rejected> {
+        let refuse = |what: String| {
+            crate::metrics::global().requests_shed.with_label_values(&["write_queue"]).inc();
+            Rejected::Failed(Error::Overloaded(format!(
+                "this node's queue of writes waiting for Raft is full ({what}); retry shortly"
+            )))
+        };
+        let Ok(write) = self.writes.clone().try_acquire_owned() else {
+            return Err(refuse(format!("{} writes", self.limits.max_writes)));
+        };
+        let charge = size.clamp(1, self.limits.max_bytes).min(u32::MAX as usize) as u32;
+        let Ok(bytes) = self.bytes.clone().try_acquire_many_owned(charge) else {
+            return Err(refuse(format!("{} bytes", self.limits.max_bytes)));
+        };
+        crate::metrics::global().write_queue_bytes.add(i64::from(charge));
+        Ok(Queued { _write: write, bytes })
     }
 }
 
@@ -78,6 +124,7 @@ async fn run(raft: typ::Raft, give_up_after: Duration, mut queue: mpsc::Unbounde
 
 /// Commits one batch as one entry and hands each writer its own command's result.
 async fn propose(raft: &typ::Raft, batch: Vec<Pending>, give_up_after: Duration) {
+    // Leaving the queue gives its room back (`Queued` drops here).
     let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let count = commands.len();
     crate::metrics::global().write_batch_commands.observe(count as f64);

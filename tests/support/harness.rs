@@ -88,6 +88,12 @@ pub struct TestCluster {
     tls: Option<PathBuf>,
 }
 
+/// The `conflux` binary: `CONFLUX_BIN` when set (a private copy, which builds of other branches
+/// into a shared target directory cannot overwrite), else the one Cargo built with this test.
+pub fn conflux_bin() -> PathBuf {
+    std::env::var_os("CONFLUX_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conflux")), PathBuf::from)
+}
+
 /// Starts node `index` of a cluster; `advertise_peer: None` lets it advertise its own listener.
 fn spawn(
     index: usize,
@@ -115,7 +121,7 @@ fn spawn(
     if let Some(url) = advertise_peer {
         tls_args.extend(["--advertise-peer".into(), url.into()]);
     }
-    Command::new(env!("CARGO_BIN_EXE_conflux"))
+    Command::new(conflux_bin())
         .args(["serve", "--join", "--data-dir"])
         .arg(dir)
         .args(["--listen", listen, "--peer-listen", peer_listen])
