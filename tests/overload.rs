@@ -16,11 +16,18 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use conflux::client::PutOptions;
-use harness::{eventually, NodeOptions, TestCluster, TestNode};
+use harness::{eventually, NodeOptions, TestCluster, TestNode, ADMIN_TOKEN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// An HTTP client that sends the cluster's bootstrap admin token with every request.
+fn authed() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers)
+}
 
 fn options(args: &[&str]) -> NodeOptions {
     NodeOptions { extra_args: args.iter().map(|a| a.to_string()).collect() }
@@ -49,7 +56,16 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// The sum of a metric's samples whose labels contain every `labels` pair.
 async fn metric(node: &TestNode, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", node.client_url())).await.unwrap().text().await.unwrap();
+    let text = authed()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", node.client_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
         .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
@@ -117,7 +133,7 @@ async fn slow_headers_are_closed_while_health_checks_and_writes_stay_fast() {
         .collect();
 
     // Meanwhile a normal client checks health every 20 ms and writes every 100 ms.
-    let http = reqwest::Client::new();
+    let http = authed().build().unwrap();
     let (mut health, mut writes) = (Vec::new(), Vec::new());
     let probing = Instant::now();
     let mut seq = 0;
@@ -176,7 +192,9 @@ async fn a_slow_body_gets_408_while_watches_outlive_the_idle_and_body_timeouts()
 
     // A body that never completes: 408 problem+json about a second later, then the node closes.
     let mut stream = TcpStream::connect(node.client_addr).await.unwrap();
-    let head = "PUT /api/v1/configs/w/a/e/slow HTTP/1.1\r\nHost: conflux\r\nContent-Length: 100\r\n\r\n0123456789";
+    let head = format!(
+        "PUT /api/v1/configs/w/a/e/slow HTTP/1.1\r\nHost: conflux\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 100\r\n\r\n0123456789"
+    );
     stream.write_all(head.as_bytes()).await.unwrap();
     let sent = Instant::now();
     let answer = read_to_close(&mut stream).await;
@@ -197,7 +215,7 @@ async fn a_slow_body_gets_408_while_watches_outlive_the_idle_and_body_timeouts()
     assert!(went_idle.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", went_idle.elapsed());
 
     // A long-poll parked for 3 s (three idle and body timeouts) is answered, not cut.
-    let http = reqwest::Client::new();
+    let http = authed().build().unwrap();
     let held = held(&http, node, "w").await;
     let body = json!({ "tenant": "w", "app": "a", "env": "e", "configs": ["db"], "known": held, "timeout_ms": 3000 });
     let parked = Instant::now();
@@ -232,7 +250,7 @@ async fn held(http: &reqwest::Client, node: &TestNode, tenant: &str) -> Value {
 /// Opens a request whose body never comes: it holds an executing-request slot until dropped.
 async fn stuck_request(addr: SocketAddr, name: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!("PUT /api/v1/configs/cap/a/e/{name} HTTP/1.1\r\nHost: conflux\r\nContent-Length: 100\r\n\r\n");
+    let head = format!("PUT /api/v1/configs/cap/a/e/{name} HTTP/1.1\r\nHost: conflux\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 100\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     stream
 }
@@ -243,7 +261,7 @@ async fn past_the_inflight_cap_requests_get_a_fast_503_and_health_still_answers(
     let node = &cluster.nodes[0];
     let client = node.client();
     client.put(["cap", "a", "e", "db"], b"v1".to_vec(), PutOptions::default()).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = authed().build().unwrap();
     let url = |path: &str| format!("{}{path}", node.client_url());
 
     // Parked long-polls do not count: 20 of them, then the cap still admits requests.
@@ -310,7 +328,7 @@ enum Outcome {
 /// Sends `count` concurrent 1 MiB writes to `node` and sorts their answers.
 async fn flood(node: &TestNode, prefix: &str, count: usize) -> Vec<Outcome> {
     let content = Bytes::from(vec![b'x'; 1024 * 1024]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let http = authed().timeout(Duration::from_secs(60)).build().unwrap();
     let writes: Vec<_> = (0..count)
         .map(|i| {
             let request = http
@@ -396,7 +414,16 @@ async fn a_leader_cut_off_from_its_followers_refuses_a_flood_of_big_writes_with_
         others.len(),
         baseline / 1024
     );
-    let metrics = reqwest::get(format!("{}/metrics", node.client_url())).await.unwrap().text().await.unwrap();
+    let metrics = authed()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", node.client_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in metrics.lines().filter(|l| l.starts_with("conflux_listener") || l.starts_with("conflux_requests_shed"))
     {
         println!("  {line}");
@@ -431,7 +458,7 @@ async fn saturate(targets: Vec<String>, stop: Arc<AtomicBool>, attempts: Arc<Ato
         .map(|(i, base)| {
             let (stop, attempts, payload) = (stop.clone(), attempts.clone(), payload.clone());
             tokio::spawn(async move {
-                let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let http = authed().timeout(Duration::from_secs(5)).build().unwrap();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let url = format!("{base}/api/v1/configs/sat/a/e/c{i}-{n}");
