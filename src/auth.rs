@@ -62,7 +62,7 @@ pub fn generate_token() -> NewToken {
 }
 
 /// `cfx_<16 hex>_<64 hex>` split into id and secret.
-fn parse_api_token(text: &str) -> Option<(&str, &str)> {
+pub fn parse_api_token(text: &str) -> Option<(&str, &str)> {
     let (id, secret) = text.strip_prefix(TOKEN_PREFIX)?.split_once('_')?;
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
     (hex(id, 16) && hex(secret, 64)).then_some((id, secret))

@@ -11,7 +11,7 @@
 mod apply;
 pub mod feed;
 mod idempotency;
-mod keys;
+pub mod keys;
 pub mod log_store;
 mod reads;
 pub mod state_machine;
@@ -164,7 +164,9 @@ impl Store {
     }
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
+/// Decodes a value read from RocksDB (a record, a log entry, Raft metadata); `what` names it in
+/// the error. Public for the fuzz target `store_records`, which feeds it what a disk could hold.
+pub fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
     bincode::deserialize(raw).map_err(|source| StoreError::Corrupt { what, source })
 }
 

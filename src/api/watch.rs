@@ -64,7 +64,18 @@ fn check(state: &ApiState, caller: &Caller, body: wire::WatchRequest) -> Result<
     let namespace = Namespace::new(&body.tenant, &body.app, &body.env)?;
     let target = Scope { path: vec![namespace.tenant.clone(), namespace.app.clone(), namespace.env.clone()] };
     caller.authorize(Action::Resolve, &target)?;
-    let limit = state.service.watch.limits.max_configs_per_watch;
+    check_body(body, namespace, state.service.watch.limits.max_configs_per_watch)
+}
+
+/// The checks of a watch body that need no state, for the fuzz target `watch_request`: the body
+/// as the handler receives it after its JSON decoded, and the node's per-watch config limit.
+#[doc(hidden)]
+pub fn check_request(body: wire::WatchRequest, max_configs_per_watch: usize) -> Result<(), ApiError> {
+    let namespace = Namespace::new(&body.tenant, &body.app, &body.env)?;
+    check_body(body, namespace, max_configs_per_watch).map(|_| ())
+}
+
+fn check_body(body: wire::WatchRequest, namespace: Namespace, limit: usize) -> Result<Checked, ApiError> {
     let too_many = |what: &str, count: usize| ApiError::BadRequest {
         code: "too_many_configs",
         detail: format!("{what} names {count} configs; one watch may cover at most {limit}"),

@@ -224,7 +224,9 @@ fn parse_json(text: &str) -> Tree {
     }
     serde_json::from_str(text).map_err(|e| {
         let message = e.to_string().replace(&format!(" at line {} column {}", e.line(), e.column()), "");
-        let (line, column) = (e.line() > 0).then(|| (e.line(), e.column())).unzip();
+        // serde_json says column 0 for the very start of a line (empty input, EOF after a newline);
+        // ours are 1-based.
+        let (line, column) = (e.line() > 0).then(|| (e.line(), e.column().max(1))).unzip();
         Format::Json.error(format!("invalid JSON: {message}"), line, column)
     })
 }
@@ -400,6 +402,15 @@ mod tests {
 
     fn error(format: Format, content: &[u8]) -> ContentError {
         format.parse_tree(content).unwrap_err()
+    }
+
+    #[test]
+    fn json_errors_at_the_start_of_a_line_are_at_column_one() {
+        // Found by the fuzz target content_format: serde_json reports column 0 there.
+        for (content, line) in [("", 1), ("{\"a\": 1,\n", 2), ("[1,\n\n", 3)] {
+            let err = error(Format::Json, content.as_bytes());
+            assert_eq!((err.line, err.column), (Some(line), Some(1)), "{content:?}");
+        }
     }
 
     #[test]

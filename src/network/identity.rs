@@ -30,6 +30,8 @@ pub enum IdentityError {
     MissingCluster,
     #[error("this node belongs to no cluster yet: it joins one when a leader adds it as a member")]
     NotJoined,
+    #[error("cluster id {0:?} is not 1 to {MAX_CLUSTER_ID_LEN} letters, digits, '-' or '_'")]
+    InvalidCluster(String),
     #[error("could not record the cluster id: {0}")]
     Store(String),
     #[error("a Raft call over peer TLS must present a node certificate signed by the peer CA")]
@@ -38,6 +40,24 @@ pub enum IdentityError {
     CertificateNamesOtherNode { claimed: String },
     #[error("node {node} is not a member of this cluster")]
     NotAMember { node: NodeId },
+}
+
+/// The longest cluster id a leader may name; generated ids are 32 hex digits.
+pub const MAX_CLUSTER_ID_LEN: usize = 64;
+
+/// A cluster id travels in a header of every peer call this node makes, so one taken from a
+/// peer must be short and plain: a control character or a non-ASCII byte would make every
+/// later call fail to build, cutting the node off its cluster for good.
+pub fn check_cluster_id(cluster_id: &str) -> Result<(), IdentityError> {
+    if cluster_id.is_empty() {
+        return Err(IdentityError::MissingCluster);
+    }
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if cluster_id.len() > MAX_CLUSTER_ID_LEN || !cluster_id.bytes().all(plain) {
+        let shown: String = cluster_id.chars().take(MAX_CLUSTER_ID_LEN).collect();
+        return Err(IdentityError::InvalidCluster(shown));
+    }
+    Ok(())
 }
 
 /// The node id, the cluster id (once known) and the token peers must present.
@@ -107,8 +127,8 @@ impl ClusterIdentity {
         match current.as_deref() {
             Some(local) if local == cluster_id => Ok(()),
             Some(local) => Err(IdentityError::WrongCluster { local: local.to_string(), requested: cluster_id.into() }),
-            None if cluster_id.is_empty() => Err(IdentityError::MissingCluster),
             None => {
+                check_cluster_id(cluster_id)?;
                 tracing::info!(cluster_id, "joining the cluster of the leader adding this node");
                 self.store.set_cluster_id(cluster_id).map_err(|e| IdentityError::Store(e.to_string()))?;
                 *current = Some(cluster_id.to_string());
@@ -141,5 +161,24 @@ pub fn check_certificate(
             Err(IdentityError::NotAMember { node })
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_id_that_cannot_travel_in_a_header_is_refused() {
+        let generated = format!("{:032x}", u128::MAX - 7);
+        assert_eq!(check_cluster_id(&generated), Ok(()));
+        assert_eq!(check_cluster_id(""), Err(IdentityError::MissingCluster));
+        for bad in ["a\nb", "a b", "caf\u{e9}", "x\u{0}", &"a".repeat(MAX_CLUSTER_ID_LEN + 1)] {
+            assert!(matches!(check_cluster_id(bad), Err(IdentityError::InvalidCluster(_))), "{bad:?}");
+        }
+        for good in [generated.as_str(), "a", "prod-eu_1", &"f".repeat(MAX_CLUSTER_ID_LEN)] {
+            assert_eq!(check_cluster_id(good), Ok(()));
+            assert!(reqwest::header::HeaderValue::from_str(good).is_ok(), "{good:?} must fit in a header");
+        }
     }
 }

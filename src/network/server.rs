@@ -151,6 +151,7 @@ fn refusal(state: &PeerState, e: IdentityError) -> Response {
     let status = match e {
         IdentityError::BadToken => StatusCode::UNAUTHORIZED,
         IdentityError::WrongNode { .. } => StatusCode::MISDIRECTED_REQUEST,
+        IdentityError::InvalidCluster(_) => StatusCode::BAD_REQUEST,
         IdentityError::WrongCluster { .. } | IdentityError::MissingCluster | IdentityError::NotJoined => {
             StatusCode::CONFLICT
         }

@@ -75,6 +75,25 @@ fn change_error(e: RaftError<NodeId, typ::ClientWriteError>) -> Error {
     }
 }
 
+impl MembershipChange {
+    /// What can be checked without the cluster's state: a learner's peer URL and the bound on how
+    /// long to wait for it to catch up.
+    pub fn check(&self) -> Result<(), Error> {
+        match self {
+            MembershipChange::AddLearner { peer_url, wait_millis, .. } => {
+                if Duration::from_millis(*wait_millis) > MAX_LEARNER_WAIT {
+                    return Err(Error::InvalidMembership(format!(
+                        "wait of {wait_millis} ms is longer than the limit of {} s",
+                        MAX_LEARNER_WAIT.as_secs()
+                    )));
+                }
+                check_peer_url(peer_url)
+            }
+            MembershipChange::SetVoters { .. } | MembershipChange::Remove { .. } => Ok(()),
+        }
+    }
+}
+
 fn check_peer_url(peer_url: &str) -> Result<(), Error> {
     let rest = peer_url.strip_prefix("http://").or_else(|| peer_url.strip_prefix("https://"));
     match rest {
@@ -173,18 +192,13 @@ impl Service {
         if self.raft.current_leader().await != Some(self.node_id()) {
             return Err(Error::NoLeader);
         }
+        // Checked again here: a forwarded change did not pass this node's admin API.
+        change.check()?;
         match change {
-            MembershipChange::AddLearner { node_id, peer_url, wait_millis } => {
-                // Bounded again here: a forwarded change did not pass this node's admin API.
-                let wait = Duration::from_millis(wait_millis);
-                if wait > MAX_LEARNER_WAIT {
-                    return Err(Error::InvalidMembership(format!(
-                        "wait of {wait_millis} ms is longer than the limit of {} s",
-                        MAX_LEARNER_WAIT.as_secs()
-                    )));
-                }
-                self.add_learner(node_id, peer_url, wait).await.map(MembershipOutcome::Learner)
-            }
+            MembershipChange::AddLearner { node_id, peer_url, wait_millis } => self
+                .add_learner(node_id, peer_url, Duration::from_millis(wait_millis))
+                .await
+                .map(MembershipOutcome::Learner),
             MembershipChange::SetVoters { voters } => self.set_voters(voters).await.map(MembershipOutcome::Changed),
             MembershipChange::Remove { node_id } => self.remove_member(node_id).await.map(MembershipOutcome::Changed),
         }
@@ -196,7 +210,6 @@ impl Service {
         peer_url: String,
         wait: Duration,
     ) -> Result<wire::LearnerResult, Error> {
-        check_peer_url(&peer_url)?;
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         if membership.voter_ids().any(|id| id == node_id) {

@@ -27,13 +27,13 @@ pub struct StateMachineStore {
 
 /// What a snapshot's bytes hold: every key and value of the state-machine data.
 #[derive(Serialize, Deserialize)]
-struct SnapshotPayload {
+pub struct SnapshotPayload {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The current snapshot as stored in the `snapshot` column family.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+pub struct StoredSnapshot {
     meta: typ::SnapshotMeta,
     data: Vec<u8>,
 }

@@ -180,10 +180,13 @@ impl Presence {
 /// cursor after them if more remain, and the counts summed.
 pub fn merge(pages: Vec<PresencePage>, limit: usize) -> (PresencePage, Option<Cursor>) {
     let mut merged = PresencePage::default();
+    // The counts of other nodes' pages come from their replies: summed saturating, never trusted
+    // not to overflow.
     for page in pages {
-        merged.total += page.total;
+        merged.total = merged.total.saturating_add(page.total);
         for (version, count) in page.versions {
-            *merged.versions.entry(version).or_default() += count;
+            let sum = merged.versions.entry(version).or_default();
+            *sum = sum.saturating_add(count);
         }
         merged.watchers.extend(page.watchers);
     }
@@ -200,6 +203,15 @@ mod tests {
 
     fn key() -> ConfigKey {
         ConfigKey::new("t", "a", "e", "c").unwrap()
+    }
+
+    #[test]
+    fn merging_pages_whose_counts_overflow_saturates() {
+        let huge = PresencePage { watchers: Vec::new(), versions: [(3, u64::MAX)].into(), total: u64::MAX };
+        let (merged, next) = merge(vec![huge.clone(), huge], 10);
+        assert_eq!(merged.total, u64::MAX);
+        assert_eq!(merged.versions[&3], u64::MAX);
+        assert_eq!(next, None);
     }
 
     #[test]
