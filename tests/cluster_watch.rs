@@ -240,7 +240,11 @@ async fn a_watcher_whose_node_is_killed_resumes_on_another_and_ends_on_the_final
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.client_url()).collect();
     let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, Some(harness::ADMIN_TOKEN.to_string()))).collect();
     let first = until_done(&clients, |c| async move { c.put(KEY, b"one".to_vec(), PutOptions::default()).await }).await;
-    let mut watcher = Watcher::new(urls.clone(), spec(1)).with_token(Some(harness::ADMIN_TOKEN.into()));
+    // Starting from the write's revision, a watcher on a follower that has not applied it yet
+    // waits for it instead of being told the config does not exist.
+    let mut watcher = Watcher::new(urls.clone(), spec(1))
+        .with_token(Some(harness::ADMIN_TOKEN.into()))
+        .with_known(BTreeMap::new(), first.revision);
     let answer = watcher.next().await.unwrap();
     assert_eq!(answer.changes[0].version, first.version);
     let watched = urls.iter().position(|u| u == watcher.node()).unwrap();
