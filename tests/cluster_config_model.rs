@@ -100,15 +100,6 @@ async fn within<T>(limit: Duration, body: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, body).await.unwrap_or_else(|_| panic!("the test did not finish within {limit:?}"))
 }
 
-async fn metric(url: &str, name: &str) -> f64 {
-    let text = http().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn compacting(every: &str) -> NodeOptions {
     NodeOptions { extra_args: ["--snapshot-logs", every, "--keep-logs", "5"].map(String::from).to_vec() }
 }
@@ -535,13 +526,13 @@ async fn history_releases_and_audit_survive_a_leader_kill_and_reach_a_late_learn
         cluster.restart(old_leader).await;
 
         // The log the learner would need is gone: the leader has compacted past its beginning.
-        let leader_url = urls[leader].clone();
+        let (leader_url, leader_node) = (urls[leader].clone(), &cluster.nodes[leader]);
         let mut nudges = 0;
         eventually("the leader purges its log", Duration::from_secs(60), || {
             nudges += 1;
             let (http, url, key) = (http.clone(), leader_url.clone(), keys[4].clone());
             async move {
-                if metric(&url, "conflux_raft_purged_index").await >= 1.0 {
+                if leader_node.metric("conflux_raft_purged_index", &[]).await >= 1.0 {
                     return Some(());
                 }
                 write_version(&http, &url, &key, &format!(r#"{{"nudge":{nudges}}}"#), true).await.ok()?;
@@ -552,8 +543,7 @@ async fn history_releases_and_audit_survive_a_leader_kill_and_reach_a_late_learn
 
         let learner = cluster.add_node().await;
         cluster.add_learner(learner).await;
-        let learner_url = cluster.nodes[learner].client_url();
-        let installed = metric(&learner_url, "conflux_snapshots_installed_total").await;
+        let installed = cluster.nodes[learner].metric("conflux_snapshots_installed_total", &[]).await;
         assert!(installed >= 1.0, "the late learner must catch up by snapshot (installed {installed})");
         let leader = cluster.leader().await;
         let last = cluster.status(leader).await.unwrap().last_log_index;

@@ -17,23 +17,6 @@ fn compacting(every: &str) -> NodeOptions {
     }
 }
 
-async fn metric(url: &str, name: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(harness::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
     let mut cluster = TestCluster::start(3, compacting("40")).await;
@@ -47,15 +30,14 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
             .await
             .unwrap();
     }
-    let leader_url = cluster.nodes[leader].client_url();
-    let purged = metric(&leader_url, "conflux_raft_purged_index").await;
+    let purged = cluster.nodes[leader].metric("conflux_raft_purged_index", &[]).await;
     assert!(purged > 50.0, "the leader must have purged its log past the follower (purged {purged})");
 
     cluster.restart(follower).await;
     let last = cluster.status(leader).await.unwrap().last_log_index;
     cluster.wait_applied(last).await;
-    let follower_url = cluster.nodes[follower].client_url();
-    assert!(metric(&follower_url, "conflux_snapshots_installed_total").await >= 1.0, "catch-up must use a snapshot");
+    let installed = cluster.nodes[follower].metric("conflux_snapshots_installed_total", &[]).await;
+    assert!(installed >= 1.0, "catch-up must use a snapshot");
     let follower_client = cluster.nodes[follower].client();
     for i in (0..300).step_by(13) {
         let got = follower_client.get(["t", "a", "e", &format!("k{i}")], true).await.unwrap().unwrap();
@@ -73,24 +55,23 @@ async fn a_snapshot_over_50_megabytes_reaches_a_new_learner() {
         content[0] = b'a' + (i % 26) as u8;
         client.put(["t", "a", "e", &format!("big{i}")], content, PutOptions::default()).await.unwrap();
     }
-    let url = cluster.nodes[0].client_url();
+    let node = &cluster.nodes[0];
     // openraft checks the snapshot policy when it applies an entry and skips the check while a
     // build is running; on a slow machine the build at entry 40 can still be running when entry
     // 60 is applied. Each probe writes one small entry so the policy is checked again.
     let mut nudges = 0;
     eventually("a snapshot over 50 MB is built", Duration::from_secs(90), || {
         nudges += 1;
-        let (client, url) = (client.clone(), url.clone());
+        let client = client.clone();
         async move {
             client.put(["t", "a", "e", "nudge"], format!("{nudges}").into_bytes(), PutOptions::default()).await.ok()?;
-            (metric(&url, "conflux_snapshot_size_bytes").await > 50.0 * 1024.0 * 1024.0).then_some(())
+            (node.metric("conflux_snapshot_size_bytes", &[]).await > 50.0 * 1024.0 * 1024.0).then_some(())
         }
     })
     .await;
     let learner = cluster.add_node().await;
     cluster.add_learner(learner).await;
-    let learner_url = cluster.nodes[learner].client_url();
-    assert!(metric(&learner_url, "conflux_snapshots_installed_total").await >= 1.0);
+    assert!(cluster.nodes[learner].metric("conflux_snapshots_installed_total", &[]).await >= 1.0);
     // Caught up means replicated; the learner applies what follows the snapshot once it hears
     // the commit index, so wait for that before reading its local state.
     let last = cluster.status(0).await.unwrap().last_log_index;

@@ -119,17 +119,7 @@ fn spawn_watchers(urls: &[String], handed: &Handed) -> Vec<tokio::task::JoinHand
 async fn watchers_per_node(cluster: &TestCluster) -> Vec<u64> {
     let mut counts = Vec::new();
     for node in &cluster.nodes {
-        let text = reqwest::Client::new()
-            .get(format!("{}/metrics", node.client_url()))
-            .bearer_auth(harness::ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let gauge = text.lines().find_map(|l| l.strip_prefix("conflux_watchers ")).and_then(|v| v.parse().ok());
-        counts.push(gauge.unwrap_or(0));
+        counts.push(node.metric("conflux_watchers", &[]).await as u64);
     }
     counts
 }
@@ -184,20 +174,9 @@ async fn five_hundred_watchers_end_on_what_they_resolve_through_kills_partitions
         previous = written.version;
     }
     assert!(killed.is_none() && partitioned.is_none());
-    let metrics =
-        |text: String| text.lines().any(|l| l.starts_with("conflux_snapshots_installed_total") && !l.ends_with(" 0"));
     let mut installed = false;
     for node in &cluster.nodes {
-        let text = reqwest::Client::new()
-            .get(format!("{}/metrics", node.client_url()))
-            .bearer_auth(harness::ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        installed |= metrics(text);
+        installed |= node.metric("conflux_snapshots_installed_total", &[]).await > 0.0;
     }
 
     // Every watcher converges on exactly what resolve now gives it.

@@ -54,24 +54,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The sum of a metric's samples whose labels contain every `labels` pair.
-async fn metric(node: &TestNode, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = authed()
-        .build()
-        .unwrap()
-        .get(format!("{}/metrics", node.client_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} ")))
-        .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     if samples.is_empty() {
@@ -172,7 +154,7 @@ async fn slow_headers_are_closed_while_health_checks_and_writes_stay_fast() {
     assert!(health_p99 < Duration::from_millis(200), "healthz p99 {health_p99:?}");
     assert!(health_max < Duration::from_secs(1), "healthz max {health_max:?}");
     assert!(write_p99 < Duration::from_secs(1), "write p99 {write_p99:?}");
-    let closed = metric(node, "conflux_listener_connections_closed_total", &[("reason", "header_timeout")]).await;
+    let closed = node.metric("conflux_listener_connections_closed_total", &[("reason", "header_timeout")]).await;
     assert!(closed >= SLOW as f64, "header_timeout closures: {closed}");
 }
 
@@ -275,7 +257,7 @@ async fn past_the_inflight_cap_requests_get_a_fast_503_and_health_still_answers(
         })
         .collect();
     eventually("20 watchers park", Duration::from_secs(10), || async {
-        (metric(node, "conflux_watchers", &[]).await >= 20.0).then_some(())
+        (node.metric("conflux_watchers", &[]).await >= 20.0).then_some(())
     })
     .await;
     assert!(client.get(["cap", "a", "e", "db"], false).await.is_ok(), "parked watchers took executing slots");
@@ -286,7 +268,7 @@ async fn past_the_inflight_cap_requests_get_a_fast_503_and_health_still_answers(
         stuck.push(stuck_request(node.client_addr, &format!("stuck{i}")).await);
     }
     eventually("the eight are executing", Duration::from_secs(5), || async {
-        (metric(node, "conflux_requests_inflight", &[]).await >= 8.0).then_some(())
+        (node.metric("conflux_requests_inflight", &[]).await >= 8.0).then_some(())
     })
     .await;
     let mut refusals = Vec::new();
@@ -306,7 +288,7 @@ async fn past_the_inflight_cap_requests_get_a_fast_503_and_health_still_answers(
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(http.get(url(path)).send().await.unwrap().status(), StatusCode::OK, "{path}");
     }
-    assert!(metric(node, "conflux_requests_shed_total", &[("reason", "inflight_requests")]).await >= 50.0);
+    assert!(node.metric("conflux_requests_shed_total", &[("reason", "inflight_requests")]).await >= 50.0);
 
     // Freed slots admit requests again.
     drop(stuck);
@@ -414,16 +396,7 @@ async fn a_leader_cut_off_from_its_followers_refuses_a_flood_of_big_writes_with_
         others.len(),
         baseline / 1024
     );
-    let metrics = authed()
-        .build()
-        .unwrap()
-        .get(format!("{}/metrics", node.client_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics_text().await;
     for line in metrics.lines().filter(|l| l.starts_with("conflux_listener") || l.starts_with("conflux_requests_shed"))
     {
         println!("  {line}");
@@ -494,7 +467,7 @@ async fn raft_keeps_its_leader_and_commits_while_the_leaders_client_listener_is_
         stuck.push(stuck_request(target.client_addr, &format!("stuck{i}")).await);
     }
     eventually("the sixteen are executing", Duration::from_secs(5), || async {
-        (metric(target, "conflux_requests_inflight", &[]).await >= 16.0).then_some(())
+        (target.metric("conflux_requests_inflight", &[]).await >= 16.0).then_some(())
     })
     .await;
     // ... while 300 clients (more than its 200 connections) hammer its client listener, and 32
@@ -540,8 +513,8 @@ async fn raft_keeps_its_leader_and_commits_while_the_leaders_client_listener_is_
     assert_eq!(saturated.term, before.term, "an election happened under client load");
     assert!(saturated.committed_index >= before.committed_index + 40);
     assert!(p99 < Duration::from_secs(1), "follower write p99 {p99:?}");
-    let capped = metric(target, "conflux_listener_connections_closed_total", &[("reason", "connection_cap")]).await;
-    let shed = metric(target, "conflux_requests_shed_total", &[("reason", "inflight_requests")]).await;
+    let capped = target.metric("conflux_listener_connections_closed_total", &[("reason", "connection_cap")]).await;
+    let shed = target.metric("conflux_requests_shed_total", &[("reason", "inflight_requests")]).await;
     assert!(capped > 0.0 && shed > 0.0, "the client listener was not saturated: {capped} capped, {shed} shed");
 }
 
@@ -574,10 +547,10 @@ async fn a_full_write_queue_refuses_writes_at_once_instead_of_queueing_them() {
     assert!(timed_out <= 20, "{timed_out} writes waited for the request timeout");
     assert!(count >= 180, "only {count} refused");
     assert!(p99 < Duration::from_secs(5), "refusal p99 {p99:?}");
-    assert!(metric(node, "conflux_requests_shed_total", &[("reason", "write_queue")]).await >= 180.0);
+    assert!(node.metric("conflux_requests_shed_total", &[("reason", "write_queue")]).await >= 180.0);
     // Writes whose clients gave up leave the queue when the stalled proposal is given up.
     eventually("the queue's room is given back", Duration::from_secs(15), || async {
-        (metric(node, "conflux_write_queue_bytes", &[]).await == 0.0).then_some(())
+        (node.metric("conflux_write_queue_bytes", &[]).await == 0.0).then_some(())
     })
     .await;
 }

@@ -76,6 +76,25 @@ impl TestNode {
     pub fn is_running(&self) -> bool {
         self.process.is_some()
     }
+    /// This node's `/metrics` text, fetched with the admin token.
+    pub async fn metrics_text(&self) -> String {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &self.ca {
+            builder = conflux::client::trusting(builder, ca).unwrap();
+        }
+        let response = builder.build().unwrap().get(format!("{}/metrics", self.client_url())).bearer_auth(ADMIN_TOKEN);
+        response.send().await.unwrap().error_for_status().unwrap().text().await.unwrap()
+    }
+    /// The sum of a metric's samples whose labels include every `labels` pair (0 when none).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.metrics_text().await;
+        let (plain, labelled) = (format!("{name} "), format!("{name}{{"));
+        text.lines()
+            .filter(|line| line.starts_with(&plain) || line.starts_with(&labelled))
+            .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 pub struct TestCluster {
