@@ -440,6 +440,17 @@ mod tests {
     }
 
     #[test]
+    fn members_of_a_tls_cluster_have_https_peer_urls_and_only_those_are_its_own() {
+        let mut tls = cluster(3);
+        tls.spec.tls = Some(crate::crd::TlsSpec { mode: TlsMode::Auto, issuer_ref: None });
+        let names = Names::of(&tls);
+        assert_eq!(names.peer_url(2), "https://cfx-2.cfx-peers.prod.svc:7001");
+        assert_eq!(names.ordinal_of_peer_url(&names.peer_url(2)), Some(2));
+        assert_eq!(names.ordinal_of_peer_url("http://cfx-2.cfx-peers.prod.svc:7001"), None);
+        assert_eq!(Names::of(&cluster(3)).ordinal_of_peer_url("https://cfx-2.cfx-peers.prod.svc:7001"), None);
+    }
+
+    #[test]
     fn the_budget_never_allows_an_eviction_that_breaks_a_majority() {
         let allowed = |voters| match pod_disruption_budget(&cluster(3), voters).spec.and_then(|s| s.max_unavailable) {
             Some(IntOrString::Int(n)) => n,
