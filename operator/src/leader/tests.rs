@@ -128,3 +128,31 @@ async fn of_two_replicas_writing_the_same_lease_version_only_the_first_wins() {
     assert_eq!(a.written(second, t0).expect("a"), Leadership::Following { holder: None }, "409: a lost the race");
     assert_eq!(lease(&client).await.holder_identity.as_deref(), Some("operator-b"));
 }
+
+#[tokio::test]
+async fn the_leader_loop_returns_once_another_replica_holds_the_lease() {
+    let client = fake_kubernetes().await;
+    let fast = |identity: &str| LeaseConfig {
+        duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        renew_every: Duration::from_millis(50),
+        ..LeaseConfig::new(LEASE, NAMESPACE, identity)
+    };
+    let a = Elector::new(client.clone(), fast("operator-a"));
+    let b = Elector::new(client.clone(), fast("operator-b"));
+    tokio::time::timeout(Duration::from_secs(5), a.acquire()).await.expect("a leads at once");
+    let keeping = tokio::spawn(async move { a.keep().await });
+    // While a renews, b follows (within less than one lease duration, whatever the scheduling).
+    for _ in 0..10 {
+        assert!(matches!(b.try_acquire_or_renew(Instant::now()).await.expect("b"), Leadership::Following { .. }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!keeping.is_finished(), "a still leads");
+    // The Lease is handed to b behind a's back (as if a had been partitioned): a must stop.
+    let api: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut lease = api.get(LEASE).await.expect("lease");
+    lease.spec.as_mut().expect("spec").holder_identity = Some("operator-b".into());
+    api.replace(LEASE, &PostParams::default(), &lease).await.expect("handed over");
+    let reason = tokio::time::timeout(Duration::from_secs(5), keeping).await.expect("a stops").expect("task");
+    assert!(reason.contains("operator-b"), "{reason}");
+}
