@@ -4,7 +4,8 @@
 //! listener hands each accepted connection to, and the identity a node certificate proves.
 //!
 //! A node certificate names its node with the DNS subject alternative name `node-<id>.conflux`
-//! ([`node_name`]); on the peer listener the verified client certificate of a connection travels
+//! ([`node_name`]), or names the host of the peer URL the node advertises (what an operator that
+//! issues certificates before node ids exist can do); on the peer listener the verified client certificate of a connection travels
 //! with each of its requests as `ConnectInfo<TlsConnection>`, and the Raft routes check it against
 //! the node the call claims to come from (`network::server`).
 
@@ -201,13 +202,24 @@ impl PeerCertificate {
 
     /// Whether the certificate names node `id` (DNS SAN [`node_name`]).
     pub fn names_node(&self, id: NodeId) -> bool {
+        self.names_host(&node_name(id))
+    }
+
+    /// Whether the certificate is valid for `host`, a DNS name (SAN DNS) or an IP address (SAN IP).
+    pub fn names_host(&self, host: &str) -> bool {
         let Ok(cert) = webpki::EndEntityCert::try_from(&*self.0) else {
             return false;
         };
-        match ServerName::try_from(node_name(id)) {
+        match ServerName::try_from(host) {
             Ok(name) => cert.verify_is_valid_for_subject_name(&name).is_ok(),
             Err(_) => false,
         }
+    }
+
+    /// A certificate from its DER bytes, for tests of the identity rules.
+    #[cfg(test)]
+    pub fn from_der(der: Vec<u8>) -> PeerCertificate {
+        PeerCertificate(Arc::new(CertificateDer::from(der)))
     }
 }
 

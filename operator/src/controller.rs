@@ -48,7 +48,7 @@ use crate::{
         RemovalReason, WaitReason,
     },
     resources::{self, Names, ADMIN_TOKEN_KEY, TOKEN_KEY},
-    Error, Result,
+    tls, Error, Result,
 };
 
 /// The field manager of every server-side apply.
@@ -61,13 +61,22 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub planner: PlannerConfig,
+    /// The time certificates are issued and renewed at; tests move it.
+    pub clock: Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, nodes: Arc<dyn NodeAdmin>, metrics: Metrics) -> Context {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, nodes, metrics, recorder, planner: PlannerConfig::default() }
+        Context {
+            client,
+            nodes,
+            metrics,
+            recorder,
+            planner: PlannerConfig::default(),
+            clock: Arc::new(jiff::Timestamp::now),
+        }
     }
 }
 
@@ -165,6 +174,7 @@ impl Reconciler<'_> {
             .map(|replicas| u32::try_from(replicas).unwrap_or(0));
         let update_revision =
             statefulset.as_ref().and_then(|sts| sts.status.as_ref()).and_then(|s| s.update_revision.clone());
+        self.ensure_tls(statefulset_replicas.unwrap_or(0)).await?;
 
         self.apply(&resources::peer_service(self.cluster)).await?;
         self.apply(&resources::client_service(self.cluster)).await?;
@@ -294,6 +304,20 @@ impl Reconciler<'_> {
             }
         };
         String::from_utf8(admin).map_err(|_| Error::InvalidTokenSecret { name })
+    }
+
+    /// The members' certificates (`spec.tls`) for every pod the StatefulSet runs or will run, and
+    /// the CA the operator trusts when it calls them.
+    async fn ensure_tls(&self, statefulset_replicas: u32) -> Result<()> {
+        let ordinals = statefulset_replicas.max(u32::try_from(self.cluster.spec.replicas).unwrap_or(0));
+        let now = (self.context.clock)();
+        let ensured =
+            tls::secrets::ensure(&self.context.client, self.cluster, &self.names, ordinals, now, FIELD_MANAGER).await?;
+        self.context.nodes.trust(&self.names, ensured.ca_pem.as_deref());
+        if let Some(note) = ensured.issued {
+            self.event(EventType::Normal, "CertificatesIssued", note).await;
+        }
+        Ok(())
     }
 
     async fn observe_pods(&self, token: &str, update_revision: Option<&str>) -> Result<Vec<SeenPod>> {
@@ -781,4 +805,4 @@ fn condition(previous: &ConfluxClusterStatus, type_: &str, status: bool, reason:
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

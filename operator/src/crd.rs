@@ -41,6 +41,9 @@ pub type NodeId = u64;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new(
+    "(has(self.tls) ? self.tls.mode : 'Disabled') == (has(oldSelf.tls) ? oldSelf.tls.mode : 'Disabled')"
+).message("tls.mode is immutable: members are recorded with the scheme of their peer URLs"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConfluxClusterSpec {
     /// Number of members. 0 hibernates the cluster: pods stop, volumes and membership are kept.
@@ -73,6 +76,62 @@ pub struct ConfluxClusterSpec {
     /// and only refreshes status.
     #[serde(default)]
     pub paused: bool,
+    /// TLS of the client API and mutual TLS between members. Absent: `mode: Disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Where the certificates of the members come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[cfg_attr(test, x_kube(cel))]
+#[x_kube(validation = Rule::new("self.mode != 'CertManager' || has(self.issuerRef)")
+    .message("tls.issuerRef is required with mode CertManager"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    pub mode: TlsMode,
+    /// The cert-manager Issuer or ClusterIssuer that signs the members' certificates
+    /// (`CertManager` mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// How members get their certificates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TlsMode {
+    /// The operator keeps a CA (Secret `<name>-ca`) and issues and renews every member's
+    /// certificate itself (Secret `<name>-tls`).
+    Auto,
+    /// cert-manager issues one Certificate per member from `issuerRef`.
+    CertManager,
+    /// Plain HTTP on both listeners.
+    #[default]
+    Disabled,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+/// The kind of a cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+impl ConfluxClusterSpec {
+    /// The TLS mode in effect (`Disabled` when `spec.tls` is absent).
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.as_ref().map_or(TlsMode::Disabled, |tls| tls.mode)
+    }
 }
 
 /// Image pull policy.
@@ -322,6 +381,34 @@ mod tests {
         assert!(StorageSpec::validate_cel(&storage("1Gi", Some("fast"), ReclaimPolicy::Retain), Some(&old)).is_ok());
         assert!(StorageSpec::validate_cel(&storage("2Gi", Some("fast"), ReclaimPolicy::Delete), Some(&old)).is_err());
         assert!(StorageSpec::validate_cel(&storage("1Gi", Some("slow"), ReclaimPolicy::Delete), Some(&old)).is_err());
+    }
+
+    #[test]
+    fn cert_manager_mode_needs_an_issuer_and_the_tls_mode_never_changes() {
+        let tls = |mode: &str, issuer: bool| {
+            let mut value = serde_json::json!({ "mode": mode });
+            if issuer {
+                value["issuerRef"] = serde_json::json!({ "name": "ca-issuer", "kind": "ClusterIssuer" });
+            }
+            value
+        };
+        assert!(TlsSpec::validate_cel(&tls("CertManager", true), None).is_ok());
+        assert!(TlsSpec::validate_cel(&tls("CertManager", false), None).is_err());
+        assert!(TlsSpec::validate_cel(&tls("Auto", false), None).is_ok());
+
+        let crd = crd_json();
+        let rules = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["x-kubernetes-validations"]
+            .as_array()
+            .expect("spec has CEL rules")
+            .clone();
+        let rule = rules.iter().find(|r| r["message"].as_str().is_some_and(|m| m.starts_with("tls.mode")));
+        let rule = rule.expect("the tls mode rule").clone();
+        assert_eq!(
+            rule["rule"],
+            "(has(self.tls) ? self.tls.mode : 'Disabled') == (has(oldSelf.tls) ? oldSelf.tls.mode : 'Disabled')"
+        );
+        assert_eq!(ConfluxClusterSpec::default().tls_mode(), TlsMode::Disabled);
     }
 
     #[test]

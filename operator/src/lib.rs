@@ -1,17 +1,20 @@
 //! conflux-operator: keeps a Conflux cluster's Raft membership equal to `ConfluxCluster`
 //! `spec.replicas` without ever losing quorum. Modules in reading order: the resource (`crd`),
 //! the pure membership planner (`plan`), the pure object builders (`resources`), the seam to
-//! the nodes' admin API (`nodes`), the reconcile loop (`controller`) and its metrics (`metrics`).
+//! the nodes' admin API (`nodes`), the reconcile loop (`controller`) and its metrics (`metrics`);
+//! `tls` makes the members' certificates; `leader` elects the one replica that runs the loop.
 //!
 //! **Architecture Invariant:** `plan` and `resources` do no IO; only `controller` talks to the
 //! Kubernetes API and only through `nodes` to Conflux nodes.
 
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod nodes;
 pub mod plan;
 pub mod resources;
+pub mod tls;
 
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,8 @@ pub enum Error {
     MissingNamespace(String),
     #[error("secret {name} has no valid `token` key")]
     InvalidTokenSecret { name: String },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("serializing {what}: {source}")]
     Serialize { what: &'static str, source: serde_json::Error },
 }
@@ -42,6 +47,7 @@ impl Error {
             Error::NoClusterId => "no_cluster_id",
             Error::MissingNamespace(_) => "missing_namespace",
             Error::InvalidTokenSecret { .. } => "invalid_token_secret",
+            Error::Tls(_) => "tls",
             Error::Serialize { .. } => "serialize",
         }
     }

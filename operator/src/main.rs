@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use conflux_operator::{
     controller::{self, Context},
     crd,
+    leader::{Elector, LeaseConfig},
     metrics::Metrics,
     nodes::HttpNodeAdmin,
 };
@@ -31,9 +32,28 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long, env = "CONFLUX_OPERATOR_LOG_JSON")]
         log_json: bool,
+        #[command(flatten)]
+        election: Election,
     },
     /// Print the ConfluxCluster CustomResourceDefinition as YAML.
     Crd,
+}
+
+/// Leader election among operator replicas (see `leader.rs`).
+#[derive(clap::Args)]
+struct Election {
+    /// Reconcile only while holding the Lease; `false` for a single replica run by hand.
+    #[arg(long, env = "CONFLUX_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the `coordination.k8s.io/v1` Lease the replicas compete for.
+    #[arg(long, env = "CONFLUX_OPERATOR_LEASE_NAME", default_value = "conflux-operator")]
+    lease_name: String,
+    /// Namespace of the Lease: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease: its pod name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[tokio::main]
@@ -43,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
             let yaml = crd::crd_yaml().context("serializing the CRD")?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes()).context("writing the CRD")
         }
-        Command::Run { listen, log_json } => {
+        Command::Run { listen, log_json, election } => {
             let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
             let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
             if log_json {
@@ -51,25 +71,48 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 subscriber.init();
             }
-            run(listen).await
+            run(listen, election).await
         }
     }
 }
 
-async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+async fn run(listen: SocketAddr, election: Election) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new().context("registering metrics")?;
-    let context = Arc::new(Context::new(client, HttpNodeAdmin::new(), metrics.clone()));
     let app = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(metrics);
+        .with_state(metrics.clone());
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "serving /metrics and /healthz");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    controller::run(context).await;
+    let context = Arc::new(Context::new(client.clone(), HttpNodeAdmin::new(), metrics.clone()));
+    if !election.leader_elect {
+        metrics.set_leader(true);
+        controller::run(context).await;
+        server.abort();
+        return Ok(());
+    }
+    let identity = election.identity.unwrap_or_else(|| format!("conflux-operator-{}", std::process::id()));
+    let elector = Elector::new(client, LeaseConfig::new(&election.lease_name, &election.lease_namespace, &identity));
+    tracing::info!(lease = %election.lease_name, %identity, "waiting to lead");
+    elector.acquire().await;
+    metrics.set_leader(true);
+    tracing::info!(lease = %election.lease_name, %identity, "leading: reconciling");
+    let outcome = tokio::select! {
+        () = controller::run(context) => Ok(()),
+        reason = elector.keep() => Err(anyhow::anyhow!("stopped leading: {reason}")),
+    };
+    metrics.set_leader(false);
+    if outcome.is_ok() {
+        // A clean shutdown hands the Lease over at once instead of after its duration.
+        if let Err(error) = elector.release().await {
+            tracing::warn!(%error, "releasing the lease failed; a follower takes over when it expires");
+        }
+    }
     server.abort();
-    Ok(())
+    // Losing the Lease ends the process (non-zero): Kubernetes restarts it as a follower.
+    outcome
 }
 
 async fn serve_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every metric the operator exports.
 #[derive(Clone)]
@@ -14,6 +14,7 @@ pub struct Metrics {
     duration: Histogram,
     membership_changes: IntCounterVec,
     waits: IntCounterVec,
+    leader: IntGauge,
 }
 
 impl Metrics {
@@ -44,8 +45,10 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(membership_changes.clone()))?;
+        let leader = IntGauge::new("conflux_operator_leader", "1 while this replica holds the Lease and reconciles")?;
         registry.register(Box::new(waits.clone()))?;
-        Ok(Metrics { registry, reconciles, errors, duration, membership_changes, waits })
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Metrics { registry, reconciles, errors, duration, membership_changes, waits, leader })
     }
 
     /// Counts a reconcile and times it until the returned guard drops.
@@ -64,6 +67,10 @@ impl Metrics {
 
     pub fn waited(&self, reason: &str) {
         self.waits.with_label_values(&[reason]).inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -98,6 +105,9 @@ mod tests {
         metrics.membership_change("RemoveMember", true);
         metrics.waited("WouldLoseQuorum");
         let text = metrics.encode().expect("encodes");
+        assert!(text.contains("conflux_operator_leader 0"), "{text}");
+        metrics.set_leader(true);
+        let text = metrics.encode().expect("encodes");
         assert!(text.contains("conflux_operator_reconciles_total 1"), "{text}");
         assert!(text.contains("conflux_operator_reconcile_errors_total{error=\"kube\"} 1"), "{text}");
         assert!(text.contains("conflux_operator_reconcile_duration_seconds_count 1"), "{text}");
@@ -106,5 +116,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("conflux_operator_waits_total{reason=\"WouldLoseQuorum\"} 1"), "{text}");
+        assert!(text.contains("conflux_operator_leader 1"), "{text}");
     }
 }

@@ -44,6 +44,11 @@ pub trait NodeAdmin: Send + Sync {
         node_id: NodeId,
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>>;
 
+    /// The CA the members of the cluster `names` present certificates from (`None`: plain HTTP).
+    /// The controller says so before each reconcile's calls. Harnesses whose nodes speak plain
+    /// HTTP keep this default, which trusts nothing more.
+    fn trust(&self, _names: &Names, _ca_pem: Option<&str>) {}
+
     /// Where the admin API of the pod at `ordinal` is reached. In a cluster this is the peer URL
     /// the pod advertises; a test harness may map it elsewhere.
     fn endpoint(&self, names: &Names, ordinal: u32) -> String {
@@ -61,10 +66,21 @@ pub trait NodeAdmin: Send + Sync {
     }
 }
 
-/// [`NodeAdmin`] over HTTP with the node crate's typed client; one client per endpoint.
+/// [`NodeAdmin`] over HTTP with the node crate's typed client; one client per endpoint, token and
+/// CA. An endpoint under a cluster's peer domain (`<name>-peers.<ns>.svc`) whose CA the controller
+/// named is reached over https trusting only that CA.
 #[derive(Default)]
 pub struct HttpNodeAdmin {
-    clients: Mutex<HashMap<(String, String), Client>>,
+    clients: Mutex<HashMap<ClientKey, Client>>,
+    /// Peer domain → CA (PEM).
+    trusted: Mutex<HashMap<String, String>>,
+}
+
+/// Endpoint, token and CA (PEM) of a cached client.
+type ClientKey = (String, String, Option<String>);
+
+fn peer_domain(names: &Names) -> String {
+    format!(".{}.{}.svc", names.peer_service(), names.namespace)
 }
 
 /// Bound on a status call, so one unreachable pod cannot stall a reconcile.
@@ -75,17 +91,36 @@ impl HttpNodeAdmin {
         Arc::new(HttpNodeAdmin::default())
     }
 
-    fn client(&self, endpoint: &str, token: &str) -> Client {
-        let key = (endpoint.to_string(), token.to_string());
-        let mut clients = match self.clients.lock() {
-            Ok(clients) => clients,
-            Err(poisoned) => poisoned.into_inner(),
+    fn client(&self, endpoint: &str, token: &str) -> Result<Client, ClientError> {
+        let host = endpoint.split("://").nth(1).unwrap_or(endpoint).split(':').next().unwrap_or_default();
+        let ca = {
+            let trusted = self.trusted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            trusted.iter().find(|(domain, _)| host.ends_with(domain.as_str())).map(|(_, ca)| ca.clone())
         };
-        clients.entry(key).or_insert_with(|| Client::new(endpoint, Some(token.to_string()))).clone()
+        let key = (endpoint.to_string(), token.to_string(), ca.clone());
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let token = Some(token.to_string());
+        let client = match &ca {
+            Some(ca) => Client::with_ca(endpoint, token, ca.as_bytes())?,
+            None => Client::new(endpoint, token),
+        };
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 
 impl NodeAdmin for HttpNodeAdmin {
+    fn trust(&self, names: &Names, ca_pem: Option<&str>) {
+        let mut trusted = self.trusted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match ca_pem {
+            Some(ca) => trusted.insert(peer_domain(names), ca.to_string()),
+            None => trusted.remove(&peer_domain(names)),
+        };
+    }
+
     fn status<'a>(
         &'a self,
         endpoint: &'a str,
@@ -93,6 +128,7 @@ impl NodeAdmin for HttpNodeAdmin {
     ) -> BoxFuture<'a, Result<wire::ClusterStatus, ClientError>> {
         let client = self.client(endpoint, token);
         Box::pin(async move {
+            let client = client?;
             match tokio::time::timeout(STATUS_TIMEOUT, client.status()).await {
                 Ok(answer) => answer,
                 Err(_) => {
@@ -104,7 +140,7 @@ impl NodeAdmin for HttpNodeAdmin {
 
     fn init<'a>(&'a self, endpoint: &'a str, token: &'a str) -> BoxFuture<'a, Result<wire::InitResult, ClientError>> {
         let client = self.client(endpoint, token);
-        Box::pin(async move { client.init().await })
+        Box::pin(async move { client?.init().await })
     }
 
     fn add_learner<'a>(
@@ -115,7 +151,7 @@ impl NodeAdmin for HttpNodeAdmin {
         peer_url: &'a str,
     ) -> BoxFuture<'a, Result<wire::LearnerResult, ClientError>> {
         let client = self.client(endpoint, token);
-        Box::pin(async move { client.add_learner(node_id, peer_url, None).await })
+        Box::pin(async move { client?.add_learner(node_id, peer_url, None).await })
     }
 
     fn set_voters<'a>(
@@ -125,7 +161,7 @@ impl NodeAdmin for HttpNodeAdmin {
         voters: Vec<NodeId>,
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         let client = self.client(endpoint, token);
-        Box::pin(async move { client.set_voters(voters).await })
+        Box::pin(async move { client?.set_voters(voters).await })
     }
 
     fn remove_member<'a>(
@@ -135,6 +171,24 @@ impl NodeAdmin for HttpNodeAdmin {
         node_id: NodeId,
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         let client = self.client(endpoint, token);
-        Box::pin(async move { client.remove_member(node_id).await })
+        Box::pin(async move { client?.remove_member(node_id).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_of_a_cluster_with_a_trusted_ca_are_reached_with_it_and_others_are_not() {
+        let admin = HttpNodeAdmin::default();
+        let names = Names { cluster: "cfx".into(), namespace: "prod".into(), tls: true };
+        // An unusable CA makes building the client fail: proof it is the one applied.
+        admin.trust(&names, Some("not a certificate"));
+        assert!(matches!(admin.client(&names.peer_url(0), "t"), Err(ClientError::NoCaCertificate)));
+        assert!(admin.client("https://cfx-0.cfx-peers.other.svc:7001", "t").is_ok(), "another namespace");
+        assert!(admin.client("https://cfx2-0.cfx2-peers.prod.svc:7001", "t").is_ok(), "another cluster");
+        admin.trust(&names, None);
+        assert!(admin.client(&names.peer_url(0), "t").is_ok());
     }
 }

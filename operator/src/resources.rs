@@ -27,7 +27,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    crd::{labels, ConfluxCluster, ReclaimPolicy},
+    crd::{labels, ConfluxCluster, ReclaimPolicy, TlsMode},
     plan::majority,
 };
 
@@ -52,11 +52,26 @@ const DATA_DIR: &str = "/var/lib/conflux";
 pub struct Names {
     pub cluster: String,
     pub namespace: String,
+    /// Members speak TLS (`spec.tls.mode` is not `Disabled`): peer URLs are `https://`.
+    pub tls: bool,
 }
 
 impl Names {
     pub fn of(cluster: &ConfluxCluster) -> Names {
-        Names { cluster: cluster.name_any(), namespace: cluster.namespace().unwrap_or_else(|| "default".into()) }
+        Names {
+            cluster: cluster.name_any(),
+            namespace: cluster.namespace().unwrap_or_else(|| "default".into()),
+            tls: cluster.spec.tls_mode() != TlsMode::Disabled,
+        }
+    }
+
+    /// The scheme of the members' peer URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn statefulset(&self) -> String {
@@ -75,6 +90,16 @@ impl Names {
         format!("{}-token", self.cluster)
     }
 
+    /// The Secret of the operator's CA (`spec.tls.mode: Auto`); never mounted by a pod.
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+
+    /// The Secret every pod mounts its certificate from (Auto or cert-manager).
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.cluster)
+    }
+
     pub fn pdb(&self) -> String {
         self.cluster.clone()
     }
@@ -89,12 +114,13 @@ impl Names {
 
     /// The peer URL the pod at `ordinal` advertises, which members use to reach it.
     pub fn peer_url(&self, ordinal: u32) -> String {
-        format!("http://{}.{}.{}.svc:{PEER_PORT}", self.pod(ordinal), self.peer_service(), self.namespace)
+        let scheme = self.scheme();
+        format!("{scheme}://{}.{}.{}.svc:{PEER_PORT}", self.pod(ordinal), self.peer_service(), self.namespace)
     }
 
     /// The ordinal of a peer URL built by [`Names::peer_url`]; `None` for any other URL.
     pub fn ordinal_of_peer_url(&self, peer_url: &str) -> Option<u32> {
-        let host = peer_url.strip_prefix("http://")?;
+        let host = peer_url.strip_prefix(self.scheme())?.strip_prefix("://")?;
         let pod = host.split('.').next()?;
         let rest = host.strip_prefix(pod)?;
         if rest != format!(".{}.{}.svc:{PEER_PORT}", self.peer_service(), self.namespace) {
@@ -112,7 +138,8 @@ fn owner(cluster: &ConfluxCluster) -> Vec<OwnerReference> {
     cluster.controller_owner_ref(&()).into_iter().collect()
 }
 
-fn metadata(cluster: &ConfluxCluster, name: String) -> ObjectMeta {
+/// Name, namespace, labels and the owner reference of an object `cluster` owns.
+pub fn metadata(cluster: &ConfluxCluster, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: cluster.namespace(),
@@ -236,7 +263,7 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
             env("CONFLUX_PEER_LISTEN", &format!("0.0.0.0:{PEER_PORT}")),
             env(
                 "CONFLUX_ADVERTISE_PEER",
-                &format!("http://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{PEER_PORT}", names.peer_service()),
+                &format!("{}://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{PEER_PORT}", names.scheme(), names.peer_service()),
             ),
             // The operator initializes pod 0 itself, exactly once; every node starts waiting.
             env("CONFLUX_JOIN", "true"),
@@ -292,7 +319,7 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
         ReclaimPolicy::Delete => "Delete",
         ReclaimPolicy::Retain => "Retain",
     };
-    StatefulSet {
+    let mut statefulset = StatefulSet {
         metadata: metadata(cluster, names.statefulset()),
         spec: Some(StatefulSetSpec {
             replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
@@ -356,7 +383,11 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
+    };
+    if let Some(pod) = statefulset.spec.as_mut().and_then(|spec| spec.template.spec.as_mut()) {
+        crate::tls::mount(cluster, &names, pod);
     }
+    statefulset
 }
 
 #[cfg(test)]
@@ -382,6 +413,7 @@ mod tests {
                 tolerations: None,
                 topology_spread_constraints: None,
                 paused: false,
+                tls: None,
             },
         );
         cluster.metadata.namespace = Some("prod".into());
@@ -405,6 +437,17 @@ mod tests {
         ] {
             assert_eq!(names.ordinal_of_peer_url(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn members_of_a_tls_cluster_have_https_peer_urls_and_only_those_are_its_own() {
+        let mut tls = cluster(3);
+        tls.spec.tls = Some(crate::crd::TlsSpec { mode: TlsMode::Auto, issuer_ref: None });
+        let names = Names::of(&tls);
+        assert_eq!(names.peer_url(2), "https://cfx-2.cfx-peers.prod.svc:7001");
+        assert_eq!(names.ordinal_of_peer_url(&names.peer_url(2)), Some(2));
+        assert_eq!(names.ordinal_of_peer_url("http://cfx-2.cfx-peers.prod.svc:7001"), None);
+        assert_eq!(Names::of(&cluster(3)).ordinal_of_peer_url("https://cfx-2.cfx-peers.prod.svc:7001"), None);
     }
 
     #[test]

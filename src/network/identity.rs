@@ -5,10 +5,12 @@
 //!
 //! With peer TLS, a Raft call must also come over a connection whose certificate (signed by the
 //! peer CA) names the node in `x-conflux-from-node`, and that node must be a member (voter or
-//! learner) of the membership this node knows: [`check_certificate`]. The token stays a second
-//! factor.
+//! learner) of the membership this node knows: [`check_certificate`]. A certificate names a
+//! member either as `node-<id>.conflux` or by the host of the peer URL the member was added with,
+//! when no other member shares that host (a pod's stable DNS name; certificates issued before the
+//! node id existed). The token stays a second factor.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use subtle::ConstantTimeEq;
@@ -138,30 +140,48 @@ impl ClusterIdentity {
     }
 }
 
-/// The certificate check of a Raft call over peer TLS: `certificate` (the connection's, verified
-/// against the peer CA) must name the node the call says it comes from (`from`), and that node
-/// must be in `members` (every voter and learner of the membership this node knows), unless
-/// `members` does not name this node yet (`local`): a node being added learns the membership from
-/// the leader's first calls, so until then the certificate is the proof (as for `/raft/join`,
-/// which passes `members: None`).
+/// The certificate check of a Raft call over peer TLS. `certificate` (the connection's, verified
+/// against the peer CA) must name the node the call says it comes from (`from`) and that node must
+/// be in `members` (every voter and learner of the membership this node knows, with the peer URL
+/// each was added with). A certificate names a member when it carries `node-<id>.conflux`, or the
+/// host of the member's peer URL if that host is the member's alone (on one machine several
+/// members share `127.0.0.1`: the host proves nothing there).
+///
+/// Until `members` names this node (`local`) there is nothing to compare with: a node being added
+/// learns the membership from the leader's first calls (and `/raft/join` passes `members: None`).
+/// Then the certificate itself is the proof: the handshake checked it against the peer CA and for
+/// the client-authentication usage, which only node certificates carry.
 pub fn check_certificate(
     certificate: Option<&PeerCertificate>,
     from: Option<&str>,
     local: NodeId,
-    members: Option<&BTreeSet<NodeId>>,
+    members: Option<&BTreeMap<NodeId, String>>,
 ) -> Result<(), IdentityError> {
     let certificate = certificate.ok_or(IdentityError::NoCertificate)?;
     let claimed = from.unwrap_or("");
-    let node = match claimed.parse::<NodeId>() {
-        Ok(node) if certificate.names_node(node) => node,
-        _ => return Err(IdentityError::CertificateNamesOtherNode { claimed: claimed.to_string() }),
+    let names_other = || IdentityError::CertificateNamesOtherNode { claimed: claimed.to_string() };
+    let node = claimed.parse::<NodeId>().map_err(|_| names_other())?;
+    let members = match members {
+        Some(members) if members.contains_key(&local) => members,
+        _ => return Ok(()),
     };
-    match members {
-        Some(members) if members.contains(&local) && !members.contains(&node) => {
-            Err(IdentityError::NotAMember { node })
-        }
-        _ => Ok(()),
+    if !members.contains_key(&node) {
+        return Err(IdentityError::NotAMember { node });
     }
+    let by_host = || own_host(members, node).is_some_and(|host| certificate.names_host(&host));
+    if certificate.names_node(node) || by_host() {
+        Ok(())
+    } else {
+        Err(names_other())
+    }
+}
+
+/// The host of `node`'s peer URL, if no other member's peer URL has the same host.
+fn own_host(members: &BTreeMap<NodeId, String>, node: NodeId) -> Option<String> {
+    let host = |url: &str| reqwest::Url::parse(url).ok()?.host_str().map(str::to_ascii_lowercase);
+    let own = host(members.get(&node)?)?;
+    let shared = members.iter().any(|(&id, url)| id != node && host(url).as_deref() == Some(own.as_str()));
+    (!shared).then_some(own)
 }
 
 #[cfg(test)]
@@ -180,5 +200,73 @@ mod tests {
             assert_eq!(check_cluster_id(good), Ok(()));
             assert!(reqwest::header::HeaderValue::from_str(good).is_ok(), "{good:?} must fit in a header");
         }
+    }
+
+    /// `openssl req -x509` leaves: SAN `DNS:cfx-1.cfx-peers.prod.svc` (an operator's pod
+    /// certificate) and SANs `DNS:node-7.conflux, IP:127.0.0.1` (scripts/certs.sh style).
+    const POD_CERT: &str = include_str!("testdata/pod-cfx-1.pem");
+    const NODE_CERT: &str = include_str!("testdata/node-7.pem");
+
+    fn certificate(pem: &str) -> PeerCertificate {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        PeerCertificate::from_der(CertificateDer::from_pem_slice(pem.as_bytes()).expect("PEM").to_vec())
+    }
+
+    fn members(entries: &[(NodeId, &str)]) -> BTreeMap<NodeId, String> {
+        entries.iter().map(|(id, url)| (*id, url.to_string())).collect()
+    }
+
+    #[test]
+    fn a_certificate_naming_a_members_own_peer_host_proves_that_member() {
+        let pod = certificate(POD_CERT);
+        let cluster = members(&[
+            (11, "https://cfx-0.cfx-peers.prod.svc:7001"),
+            (42, "https://cfx-1.cfx-peers.prod.svc:7001"),
+            (13, "https://cfx-2.cfx-peers.prod.svc:7001"),
+        ]);
+        let check = |from: &str| check_certificate(Some(&pod), Some(from), 11, Some(&cluster));
+        assert_eq!(check("42"), Ok(()), "cfx-1's certificate proves the member added as cfx-1");
+        assert_eq!(check("13"), Err(IdentityError::CertificateNamesOtherNode { claimed: "13".into() }));
+        assert_eq!(check("99"), Err(IdentityError::NotAMember { node: 99 }));
+        assert_eq!(check("cfx-1"), Err(IdentityError::CertificateNamesOtherNode { claimed: "cfx-1".into() }));
+        // The host is compared without case, port or scheme, but it must be the whole host.
+        let upper =
+            members(&[(11, "https://cfx-0.cfx-peers.prod.svc:7001"), (42, "https://CFX-1.cfx-peers.prod.svc:9")]);
+        assert_eq!(check_certificate(Some(&pod), Some("42"), 11, Some(&upper)), Ok(()));
+        let longer = members(&[(11, "https://cfx-0.x:7001"), (42, "https://cfx-1.cfx-peers.prod.svc.evil:7001")]);
+        assert!(check_certificate(Some(&pod), Some("42"), 11, Some(&longer)).is_err());
+    }
+
+    #[test]
+    fn a_host_shared_by_two_members_proves_neither_so_the_node_name_is_needed() {
+        let (pod, node) = (certificate(POD_CERT), certificate(NODE_CERT));
+        let local =
+            members(&[(7, "https://127.0.0.1:7101"), (8, "https://127.0.0.1:7102"), (9, "https://127.0.0.1:7103")]);
+        // node-7's certificate also names 127.0.0.1, the host every member shares.
+        assert_eq!(check_certificate(Some(&node), Some("7"), 9, Some(&local)), Ok(()));
+        assert_eq!(
+            check_certificate(Some(&node), Some("8"), 9, Some(&local)),
+            Err(IdentityError::CertificateNamesOtherNode { claimed: "8".into() })
+        );
+        let shared = members(&[
+            (1, "https://cfx-1.cfx-peers.prod.svc:1"),
+            (2, "https://cfx-1.cfx-peers.prod.svc:2"),
+            (3, "https://a:3"),
+        ]);
+        assert!(check_certificate(Some(&pod), Some("1"), 3, Some(&shared)).is_err());
+        assert!(check_certificate(Some(&pod), Some("2"), 3, Some(&shared)).is_err());
+    }
+
+    #[test]
+    fn before_it_knows_its_membership_a_node_needs_a_certificate_but_no_name() {
+        let pod = certificate(POD_CERT);
+        assert_eq!(check_certificate(None, Some("42"), 5, None), Err(IdentityError::NoCertificate));
+        assert_eq!(check_certificate(Some(&pod), Some("42"), 5, None), Ok(()));
+        let without_me = members(&[(42, "https://cfx-0.cfx-peers.prod.svc:7001")]);
+        assert_eq!(check_certificate(Some(&pod), Some("42"), 5, Some(&without_me)), Ok(()));
+        assert_eq!(
+            check_certificate(Some(&pod), Some("leader"), 5, None),
+            Err(IdentityError::CertificateNamesOtherNode { claimed: "leader".into() })
+        );
     }
 }

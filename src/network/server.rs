@@ -10,7 +10,7 @@
 //! (`identity::check_certificate`); the admin API merged onto this listener never looks at
 //! certificates, only at admin tokens.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -137,7 +137,8 @@ async fn check_identity(State(state): State<PeerState>, request: Request, next: 
         let members = (!join).then(|| {
             let metrics = state.service.raft.metrics();
             let membership = metrics.borrow();
-            membership.membership_config.membership().nodes().map(|(id, _)| *id).collect::<BTreeSet<NodeId>>()
+            let nodes = membership.membership_config.membership().nodes();
+            nodes.map(|(id, node)| (*id, node.peer_url.clone())).collect::<BTreeMap<NodeId, String>>()
         });
         check_certificate(certificate, text(HEADER_FROM_NODE), identity.node_id(), members.as_ref())
     });

@@ -105,7 +105,8 @@ def test_every_rendered_object_is_valid(name):
 
 def test_default_render_is_the_operator_and_its_least_privilege_rbac():
     kinds = sorted(obj["kind"] for obj in render({}))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service",
+                     "ServiceAccount"]
 
 
 def test_optional_objects_follow_their_values():
@@ -127,15 +128,16 @@ def test_rbac_names_every_verb_and_resource_without_wildcards():
     for needed in [("conflux.io", "confluxclusters", "watch"), ("conflux.io", "confluxclusters/status", "patch"),
                    ("apps", "statefulsets", "patch"), ("", "pods", "delete"),
                    ("", "persistentvolumeclaims", "delete"), ("", "secrets", "create"),
-                   ("policy", "poddisruptionbudgets", "patch"), ("events.k8s.io", "events", "create")]:
+                   ("policy", "poddisruptionbudgets", "patch"), ("events.k8s.io", "events", "create"),
+                   ("", "secrets", "update"), ("cert-manager.io", "certificates", "patch")]:
         assert needed in granted, needed
     assert ("", "secrets", "list") not in granted, "the operator never lists secrets"
 
 
-def test_operator_runs_as_one_non_root_replica_with_a_read_only_root():
+def test_operator_runs_as_two_non_root_replicas_with_a_read_only_root():
     [deployment] = [obj for obj in render({}) if obj["kind"] == "Deployment"]
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate"
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = pod["containers"][0]
@@ -148,11 +150,34 @@ def test_operator_runs_as_one_non_root_replica_with_a_read_only_root():
     {"exampleCluster": {"enabled": True, "storage": {"size": "lots"}}},
     {"metrics": {"port": 0}},
     {"image": {"pullPolicy": "Sometimes"}},
-    {"replicaCount": 2},
+    {"replicaCount": 0},
+    {"replicaCount": 2, "leaderElection": {"enabled": False}},
+    {"leaderElection": {"leaseName": "Not A Name"}},
 ])
 def test_values_schema_refuses_bad_values(values):
     with pytest.raises(helm.HelmError):
         render(values)
+
+
+def test_replicas_elect_a_leader_on_a_lease_they_may_only_touch_in_their_namespace():
+    objects = render({})
+    [deployment] = [obj for obj in objects if obj["kind"] == "Deployment"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CONFLUX_OPERATOR_LEADER_ELECT"]["value"] == "true"
+    assert env["CONFLUX_OPERATOR_LEASE_NAME"]["value"] == "conflux-operator"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    [role] = [obj for obj in objects if obj["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "conflux-system"
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
+    [binding] = [obj for obj in objects if obj["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    [cluster_role] = [obj for obj in objects if obj["kind"] == "ClusterRole"]
+    assert all("leases" not in rule["resources"] for rule in cluster_role["rules"]), "no cluster-wide lease rights"
+    single = render({"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert "Role" not in [obj["kind"] for obj in single]
+    [deployment] = [obj for obj in single if obj["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 1
 
 
 def test_chart_crd_is_the_generated_crd():

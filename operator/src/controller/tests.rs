@@ -52,6 +52,10 @@ struct FakeRaft {
     /// What status said about the operation when each membership change arrived.
     intents_seen: Vec<(String, Option<OperationKind>, Vec<NodeId>)>,
     inits: usize,
+    /// Removals that fail before reaching Raft, as if the operator died mid-call.
+    lost_removals: usize,
+    /// The CA the controller last said the members' certificates come from.
+    trusted_ca: Option<String>,
 }
 
 struct FakeNodes {
@@ -97,6 +101,11 @@ impl FakeNodes {
 }
 
 impl NodeAdmin for FakeNodes {
+    fn trust(&self, names: &Names, ca_pem: Option<&str>) {
+        assert_eq!(names.cluster, NAME);
+        self.raft().trusted_ca = ca_pem.map(String::from);
+    }
+
     fn status<'a>(&'a self, endpoint: &'a str, _token: &'a str) -> BoxFuture<'a, Result<ClusterStatus, ClientError>> {
         Box::pin(async move {
             let id = self.answering(endpoint)?;
@@ -193,6 +202,10 @@ impl NodeAdmin for FakeNodes {
             self.note_intent("remove_member").await;
             self.answering(endpoint)?;
             let mut raft = self.raft();
+            if raft.lost_removals > 0 {
+                raft.lost_removals -= 1;
+                return Err(unreachable(endpoint));
+            }
             if raft.voters.remove(&node_id).is_none() && raft.learners.remove(&node_id).is_none() {
                 return Err(problem(404, "unknown_member"));
             }
@@ -205,8 +218,9 @@ impl NodeAdmin for FakeNodes {
 }
 
 /// kube-fake-client with OpenAPI validation of every kind the operator writes, including the
-/// ConfluxCluster against its own generated schema.
-async fn fake_kubernetes() -> kube::Client {
+/// ConfluxCluster against its own generated schema and the Lease of leader election (which
+/// kube-fake-client looks up as `io.k8s.coordination.v1.Lease`, without the `api` segment).
+pub(crate) async fn fake_kubernetes() -> kube::Client {
     // Relative to the package root, where cargo runs tests: a path baked in at compile time
     // would point into whichever checkout built the binary first.
     let fixture = "tests/fixtures/k8s-definitions.json";
@@ -215,6 +229,9 @@ async fn fake_kubernetes() -> kube::Client {
     let crd = serde_json::to_value(ConfluxCluster::crd()).expect("crd serializes");
     let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
     swagger["definitions"]["io.conflux.v1alpha1.ConfluxCluster"] = schema;
+    let lease = swagger["definitions"]["io.k8s.api.coordination.v1.Lease"].clone();
+    assert!(lease.is_object(), "the fixture has the Lease definition");
+    swagger["definitions"]["io.k8s.coordination.v1.Lease"] = lease;
     let path = std::env::temp_dir().join(format!(
         "conflux-operator-swagger-{}-{:?}.json",
         std::process::id(),
@@ -234,6 +251,7 @@ async fn fake_kubernetes() -> kube::Client {
         "/v1/PersistentVolumeClaim",
         "policy/v1/PodDisruptionBudget",
         "conflux.io/v1alpha1/ConfluxCluster",
+        "coordination.k8s.io/v1/Lease",
     ] {
         builder = builder.with_validation_for(gvk).expect("definition exists");
     }
@@ -271,7 +289,7 @@ impl Harness {
         clusters.create(&PostParams::default(), &cluster).await.expect("cluster is created");
         let nodes = Arc::new(FakeNodes { raft: Mutex::new(FakeRaft::default()), clusters: clusters.clone() });
         let context = Arc::new(Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics")));
-        let names = Names { cluster: NAME.into(), namespace: NAMESPACE.into() };
+        let names = Names { cluster: NAME.into(), namespace: NAMESPACE.into(), tls: false };
         Harness {
             client,
             nodes,
@@ -672,4 +690,220 @@ async fn a_bootstrap_whose_answer_was_lost_is_finished_after_pod_zero_was_unreac
     assert_eq!(status.cluster_id.as_deref(), Some("c1"));
     assert_eq!(status.phase, Some(Phase::Running));
     assert_eq!(harness.nodes.raft().inits, 0, "init is never repeated on an initialized node");
+}
+
+/// Operator HA: replica A records a removal's intent and dies before it reaches Raft; B cannot
+/// lead until A's Lease expires, then finishes exactly that removal from `status.operation`.
+#[tokio::test]
+async fn a_second_operator_finishes_the_first_ones_recorded_removal_after_taking_over_its_lease() {
+    use crate::leader::{Elector, Leadership, LeaseConfig};
+    use std::time::{Duration, Instant};
+
+    let mut harness = Harness::new(3).await;
+    let a = Elector::new(harness.client.clone(), LeaseConfig::new("conflux-operator", "conflux-system", "operator-a"));
+    let b = Elector::new(harness.client.clone(), LeaseConfig::new("conflux-operator", "conflux-system", "operator-b"));
+    let t0 = Instant::now();
+    assert_eq!(a.try_acquire_or_renew(t0).await.expect("a"), Leadership::Leading);
+    harness.settle(8).await;
+    assert_eq!(harness.voters(), 3);
+
+    harness.scale(2).await;
+    harness.nodes.raft().lost_removals = 1;
+    let cluster = Arc::new(harness.cluster().await);
+    assert!(reconcile(cluster, harness.context.clone()).await.is_err(), "A's removal call is lost");
+    let status = harness.cluster().await.status.expect("status");
+    let operation = status.operation.clone().expect("the intent stays recorded");
+    assert_eq!(operation.kind, OperationKind::RemoveMember);
+    let target = operation.node_ids[0];
+    assert_eq!(status.removed_node_ids, [target]);
+    assert_eq!(harness.voters(), 3, "nothing reached Raft");
+
+    // A is gone. B must wait out the lease duration before it may reconcile.
+    assert!(matches!(b.try_acquire_or_renew(t0).await.expect("b"), Leadership::Following { .. }));
+    let almost = t0 + Duration::from_secs(14);
+    assert!(matches!(b.try_acquire_or_renew(almost).await.expect("b"), Leadership::Following { .. }));
+    assert_eq!(b.try_acquire_or_renew(t0 + Duration::from_secs(15)).await.expect("b"), Leadership::Leading);
+
+    // B: a fresh process (new context, no memory) over the same cluster and nodes.
+    let metrics = Metrics::new().expect("metrics");
+    harness.context = Arc::new(Context::new(harness.client.clone(), harness.nodes.clone(), metrics));
+    harness.settle(6).await;
+    let voters: BTreeSet<NodeId> = harness.nodes.raft().voters.keys().copied().collect();
+    assert_eq!(voters.len(), 2);
+    assert!(!voters.contains(&target), "B removed the node A had recorded");
+    assert_eq!(harness.statefulset_replicas().await, 2);
+    let status = harness.cluster().await.status.expect("status");
+    assert_eq!((status.operation, status.removed_node_ids), (None, vec![target]));
+    assert_eq!(
+        a.try_acquire_or_renew(t0 + Duration::from_secs(16)).await.expect("a"),
+        Leadership::Following { holder: Some("operator-b".into()) }
+    );
+}
+
+/// A harness whose cluster has `spec.tls` before its first reconcile.
+async fn with_tls(replicas: i32, tls: serde_json::Value) -> Harness {
+    let mut harness = Harness::new(replicas).await;
+    let patch = json!({ "spec": { "tls": tls } });
+    harness.api::<ConfluxCluster>().patch(NAME, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("tls");
+    harness.names.tls = true;
+    harness
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret.data.clone().unwrap_or_default().into_iter().map(|(key, value)| (key, value.0)).collect()
+}
+
+fn event_reasons(events: &[k8s_openapi::api::events::v1::Event]) -> Vec<String> {
+    events.iter().filter_map(|e| e.reason.clone()).collect()
+}
+
+#[tokio::test]
+async fn auto_tls_keeps_one_ca_and_a_certificate_per_pod_that_pods_mount_and_the_operator_trusts() {
+    let mut harness = with_tls(3, json!({ "mode": "Auto" })).await;
+    harness.settle(8).await;
+    assert_eq!(harness.voters(), 3, "the cluster forms over https peer URLs");
+    assert!(harness.nodes.raft().voters.values().all(|url| url.starts_with("https://cfx-")));
+
+    let ca = harness.api::<Secret>().get("cfx-ca").await.expect("CA secret");
+    let tls = harness.api::<Secret>().get("cfx-tls").await.expect("TLS secret");
+    let (ca_data, tls_data) = (secret_data(&ca), secret_data(&tls));
+    assert!(ca_data.contains_key("ca.key") && !tls_data.contains_key("ca.key"), "the CA key is never mounted");
+    assert_eq!(tls_data["ca.crt"], ca_data["ca.crt"]);
+    let files: BTreeSet<&str> = tls_data.keys().map(String::as_str).collect();
+    let wanted = ["ca.crt", "cfx-0.crt", "cfx-0.key", "cfx-1.crt", "cfx-1.key", "cfx-2.crt", "cfx-2.key"];
+    assert_eq!(files, wanted.into_iter().collect());
+    for secret in [&ca, &tls] {
+        let owner = secret.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owner[0].kind, "ConfluxCluster", "deleted with the cluster");
+    }
+    let trusted = harness.nodes.raft().trusted_ca.clone();
+    assert_eq!(trusted.map(String::into_bytes), Some(ca_data["ca.crt"].clone()), "the operator trusts the CA");
+
+    let sts = harness.api::<StatefulSet>().get(NAME).await.expect("statefulset");
+    let pod = sts.spec.and_then(|s| s.template.spec).expect("pod template");
+    let env = pod.containers[0].env.clone().unwrap_or_default();
+    assert!(env.iter().any(|e| e.name == "CONFLUX_PEER_TLS_CERT_FILE"));
+    assert!(pod.volumes.unwrap_or_default().iter().any(|v| v.name == "tls"));
+
+    // Later reconciles keep both: nothing is issued again while certificates are current.
+    let versions = (ca.metadata.resource_version.clone(), tls.metadata.resource_version.clone());
+    harness.settle(3).await;
+    let ca_again = harness.api::<Secret>().get("cfx-ca").await.expect("CA secret");
+    let tls_again = harness.api::<Secret>().get("cfx-tls").await.expect("TLS secret");
+    assert_eq!((ca_again.metadata.resource_version, tls_again.metadata.resource_version), versions);
+    let events = harness.api::<k8s_openapi::api::events::v1::Event>().list(&Default::default()).await.expect("events");
+    assert!(event_reasons(&events.items).contains(&"CertificatesIssued".to_string()));
+}
+
+#[tokio::test]
+async fn auto_tls_renews_due_certificates_and_adds_new_pods_without_restarting_any_pod() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let mut harness = with_tls(3, json!({ "mode": "Auto" })).await;
+    let offset_days = Arc::new(AtomicI64::new(0));
+    let clock_offset = offset_days.clone();
+    let mut context = Context::new(harness.client.clone(), harness.nodes.clone(), Metrics::new().expect("metrics"));
+    context.clock = Arc::new(move || {
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * clock_offset.load(Ordering::SeqCst))
+    });
+    harness.context = Arc::new(context);
+    harness.settle(8).await;
+    let first = secret_data(&harness.api::<Secret>().get("cfx-tls").await.expect("TLS secret"));
+    let renew_at =
+        |secret: &Secret| secret.metadata.annotations.clone().unwrap_or_default()["conflux.io/renew-at"].clone();
+
+    // 59 days on: not due (two thirds of 90 days is 60).
+    offset_days.store(59, Ordering::SeqCst);
+    harness.settle(2).await;
+    assert_eq!(secret_data(&harness.api::<Secret>().get("cfx-tls").await.expect("TLS")), first);
+
+    // Two more pods: only theirs are issued.
+    harness.scale(5).await;
+    harness.settle(8).await;
+    assert_eq!(harness.voters(), 5);
+    let grown = secret_data(&harness.api::<Secret>().get("cfx-tls").await.expect("TLS"));
+    assert_eq!(
+        (grown["cfx-0.crt"].clone(), grown["cfx-2.key"].clone()),
+        (first["cfx-0.crt"].clone(), first["cfx-2.key"].clone())
+    );
+    assert!(grown.contains_key("cfx-4.crt") && grown.contains_key("cfx-4.key"));
+
+    // 61 days on: every certificate is issued again from the same CA; no pod restarts.
+    let before = harness.api::<Secret>().get("cfx-tls").await.expect("TLS");
+    offset_days.store(61, Ordering::SeqCst);
+    harness.settle(3).await;
+    let renewed_secret = harness.api::<Secret>().get("cfx-tls").await.expect("TLS");
+    let renewed = secret_data(&renewed_secret);
+    for pod in ["cfx-0", "cfx-1", "cfx-2", "cfx-3", "cfx-4"] {
+        assert_ne!(renewed[&format!("{pod}.crt")], grown[&format!("{pod}.crt")], "{pod} renewed");
+        assert_ne!(renewed[&format!("{pod}.key")], grown[&format!("{pod}.key")], "{pod} has a new key");
+    }
+    assert_eq!(renewed["ca.crt"], first["ca.crt"], "the CA is kept");
+    assert!(renew_at(&renewed_secret) > renew_at(&before), "the next renewal is later");
+    assert!(harness.restarts.is_empty(), "renewal restarts no pod: {:?}", harness.restarts);
+    assert_eq!(harness.voters(), 5);
+}
+
+/// cert-manager's `Certificate`, as the fake API server stores it.
+#[derive(kube::CustomResource, Clone, Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[kube(group = "cert-manager.io", version = "v1", kind = "Certificate", namespaced)]
+#[serde(rename_all = "camelCase")]
+struct CertificateSpec {
+    secret_name: String,
+    dns_names: Vec<String>,
+    issuer_ref: serde_json::Value,
+}
+
+#[tokio::test]
+async fn cert_manager_tls_asks_for_a_certificate_and_trusts_the_ca_cert_manager_writes() {
+    let mut harness = with_tls(1, json!({ "mode": "CertManager", "issuerRef": { "name": "corp-ca" } })).await;
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<ConfluxCluster>()
+        .with_status_subresource::<ConfluxCluster>()
+        .with_resource::<Certificate>()
+        .build()
+        .await
+        .expect("fake client builds");
+    // The same cluster in an API server that knows cert-manager's kinds.
+    let cluster = harness.cluster().await;
+    let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
+    let fresh = ConfluxCluster { metadata: ObjectMeta { resource_version: None, ..cluster.metadata }, ..cluster };
+    clusters.create(&PostParams::default(), &fresh).await.expect("cluster");
+    harness.client = client.clone();
+    harness.context = Arc::new(Context::new(client, harness.nodes.clone(), Metrics::new().expect("metrics")));
+
+    harness.reconcile_once().await;
+    let certificate = harness.api::<Certificate>().get("cfx-tls").await.expect("a Certificate");
+    assert_eq!(certificate.spec.secret_name, "cfx-tls");
+    assert_eq!(certificate.spec.issuer_ref["name"], "corp-ca");
+    assert_eq!(certificate.spec.issuer_ref["kind"], "Issuer");
+    assert!(certificate.spec.dns_names.contains(&"*.cfx-peers.prod.svc".to_string()));
+    assert!(harness.api::<Secret>().get_opt("cfx-ca").await.expect("get").is_none(), "no CA of the operator's own");
+    assert_eq!(harness.nodes.raft().trusted_ca, None, "nothing issued yet");
+
+    // cert-manager issues: the operator trusts the CA it wrote.
+    let issued = Secret {
+        metadata: ObjectMeta { name: Some("cfx-tls".into()), ..ObjectMeta::default() },
+        string_data: None,
+        data: Some(BTreeMap::from([
+            ("ca.crt".to_string(), k8s_openapi::ByteString(b"corp CA".to_vec())),
+            ("tls.crt".to_string(), k8s_openapi::ByteString(b"leaf".to_vec())),
+        ])),
+        ..Secret::default()
+    };
+    harness.api::<Secret>().create(&PostParams::default(), &issued).await.expect("secret");
+    harness.reconcile_once().await;
+    assert_eq!(harness.nodes.raft().trusted_ca.as_deref(), Some("corp CA"));
+}
+
+#[tokio::test]
+async fn without_tls_no_certificates_are_made_and_members_speak_http() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    assert_eq!(harness.voters(), 3);
+    for name in ["cfx-ca", "cfx-tls"] {
+        assert!(harness.api::<Secret>().get_opt(name).await.expect("get").is_none(), "{name}");
+    }
+    assert_eq!(harness.nodes.raft().trusted_ca, None);
+    assert!(harness.nodes.raft().voters.values().all(|url| url.starts_with("http://")));
 }
