@@ -9,7 +9,10 @@
 pub mod controller;
 pub mod crd;
 pub mod metrics;
+pub mod network_policy;
+pub mod node_settings;
 pub mod nodes;
+pub mod placement;
 pub mod plan;
 pub mod resources;
 
