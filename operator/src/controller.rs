@@ -8,7 +8,8 @@
 //! StatefulSet. The volumes stay (the StatefulSet's `persistentVolumeClaimRetentionPolicy`
 //! `whenDeleted` is `Retain`) unless `spec.storage.deleteVolumesWithCluster` makes it `Delete`.
 //! No finalizer is needed, and none blocks a deletion. A resource created again with the same
-//! name finds the kept volumes (older than itself) and adopts the cluster their pods report.
+//! name finds the kept volumes (labelled with another uid, [`CLUSTER_UID_LABEL`]) and adopts the
+//! cluster their pods report.
 //!
 //! The token Secret must be this resource's: one that exists without an owner reference to it
 //! is refused (condition `Degraded`, reason `ForeignTokenSecret`, a Warning Event); its token is
