@@ -1,12 +1,19 @@
 //! The reconcile loop: applies the owned objects, observes pods and nodes, asks the planner for
 //! one action, records it as intent in status, carries it out, and reports status, conditions,
-//! Events and metrics. `run` wires it into a kube-runtime `Controller`.
+//! Events and metrics. `run` wires it into kube-runtime `Controller`s (one for all namespaces,
+//! or one per watched namespace).
 //!
 //! Deletion: every owned object carries an owner reference, so deleting a `ConfluxCluster`
-//! lets Kubernetes' garbage collector remove the Secret, Services, PDB and StatefulSet. The
-//! StatefulSet's `persistentVolumeClaimRetentionPolicy.whenDeleted` follows
-//! `spec.storage.reclaimPolicy`, so volumes are deleted with the cluster (`Delete`) or kept
-//! (`Retain`). No finalizer is needed, and none blocks a deletion.
+//! lets Kubernetes' garbage collector remove the Secret, Services, PDB, NetworkPolicy and
+//! StatefulSet. The volumes stay (the StatefulSet's `persistentVolumeClaimRetentionPolicy`
+//! `whenDeleted` is `Retain`) unless `spec.storage.deleteVolumesWithCluster` makes it `Delete`.
+//! No finalizer is needed, and none blocks a deletion. A resource created again with the same
+//! name finds the kept volumes (labelled with another uid, [`CLUSTER_UID_LABEL`]) and adopts the
+//! cluster their pods report.
+//!
+//! The token Secret must be this resource's: one that exists without an owner reference to it
+//! is refused (condition `Degraded`, reason `ForeignTokenSecret`, a Warning Event); its token is
+//! never read and no pod is created.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +27,7 @@ use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
         core::v1::{PersistentVolumeClaim, Pod, Secret},
+        networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
@@ -42,6 +50,7 @@ use crate::{
         OperationKind, Phase,
     },
     metrics::Metrics,
+    network_policy::{self, OperatorPeers},
     nodes::NodeAdmin,
     plan::{
         majority, plan, Action, Desired, MembershipView, NodeState, NodeView, Observed, PlannerConfig, PodView,
@@ -53,6 +62,14 @@ use crate::{
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "conflux-operator";
+/// Reason of the `Degraded` condition and the Warning Event for a token Secret not ours (one
+/// left by a deleted resource of the same name is garbage-collected within moments).
+pub const FOREIGN_TOKEN_SECRET: &str = "ForeignTokenSecret";
+/// Label of a volume claim: the uid of the `ConfluxCluster` it was made for. A claim with
+/// another uid was kept from a deleted resource of the same name.
+pub const CLUSTER_UID_LABEL: &str = "conflux.io/cluster-uid";
+/// Reason of the `Degraded` condition when RBAC denies the operator the cluster's Secret.
+pub const FORBIDDEN: &str = "Forbidden";
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -63,12 +80,22 @@ pub struct Context {
     pub planner: PlannerConfig,
     /// The time certificates are issued and renewed at; tests move it.
     pub clock: Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>,
+    /// Who the NetworkPolicies admit to the peer port besides the members.
+    pub operator: OperatorPeers,
 }
+
+/// The operator's namespace and pod labels when not configured: the chart's defaults.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "conflux-system";
+pub const DEFAULT_OPERATOR_POD_LABELS: &str = "app.kubernetes.io/name=conflux-operator";
 
 impl Context {
     pub fn new(client: kube::Client, nodes: Arc<dyn NodeAdmin>, metrics: Metrics) -> Context {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
+        let operator = OperatorPeers {
+            namespace: DEFAULT_OPERATOR_NAMESPACE.into(),
+            pod_labels: BTreeMap::from([("app.kubernetes.io/name".to_string(), "conflux-operator".to_string())]),
+        };
         Context {
             client,
             nodes,
@@ -76,21 +103,39 @@ impl Context {
             recorder,
             planner: PlannerConfig::default(),
             clock: Arc::new(jiff::Timestamp::now),
+            operator,
         }
     }
 }
 
-/// Runs the controller until the process is asked to stop.
+/// Runs the controllers until the process is asked to stop: one over all namespaces when
+/// `namespaces` is empty, else one per namespace (what a namespaced install's Roles allow).
 ///
 /// A cluster is reconciled when it changes, when its StatefulSet or one of its pods changes,
 /// and on the requeue timer every reconcile sets. Status is written only when it changed, so
 /// a converged cluster does not retrigger itself.
-pub async fn run(context: Arc<Context>) {
+pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     let client = context.client.clone();
-    let pods = watcher::Config::default().labels("app.kubernetes.io/managed-by=conflux-operator");
-    Controller::new(Api::<ConfluxCluster>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<Pod>::all(client), pods, |pod: Pod| {
+    if namespaces.is_empty() {
+        run_one(context, Api::all(client.clone()), Api::all(client.clone()), Api::all(client)).await;
+    } else {
+        let controllers = namespaces.iter().map(|namespace| {
+            run_one(
+                context.clone(),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+            )
+        });
+        futures::future::join_all(controllers).await;
+    }
+}
+
+async fn run_one(context: Arc<Context>, clusters: Api<ConfluxCluster>, statefulsets: Api<StatefulSet>, pods: Api<Pod>) {
+    let pod_watch = watcher::Config::default().labels("app.kubernetes.io/managed-by=conflux-operator");
+    Controller::new(clusters, watcher::Config::default())
+        .owns(statefulsets, watcher::Config::default())
+        .watches(pods, pod_watch, |pod: Pod| {
             let namespace = pod.namespace()?;
             let cluster = pod.labels().get("app.kubernetes.io/instance")?.clone();
             Some(ObjectRef::<ConfluxCluster>::new(&cluster).within(&namespace))
@@ -165,7 +210,26 @@ impl Reconciler<'_> {
 
     async fn run(self) -> Result<Requeue> {
         let status = self.cluster.status.clone().unwrap_or_default();
-        let token = self.ensure_token().await?;
+        let token = match self.ensure_token().await {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                let message = format!(
+                    "Secret {} exists but is not owned by this ConfluxCluster; the operator does not trust its \
+                     token and creates no pods until it is deleted or renamed",
+                    self.names.token_secret()
+                );
+                return self.degrade(&status, FOREIGN_TOKEN_SECRET, message).await;
+            }
+            Err(Error::Kube(kube::Error::Api(response))) if response.code == 403 => {
+                let message = format!(
+                    "the operator may not use Secrets in namespace {}: add it to the chart's clusterNamespaces \
+                     (or watchNamespaces); {}",
+                    self.namespace, response.message
+                );
+                return self.degrade(&status, FORBIDDEN, message).await;
+            }
+            Err(error) => return Err(error),
+        };
         let statefulset = self.api::<StatefulSet>().get_opt(&self.names.statefulset()).await?;
         let statefulset_replicas = statefulset
             .as_ref()
@@ -181,10 +245,15 @@ impl Reconciler<'_> {
         let voters =
             if status.voters.is_empty() { self.cluster.spec.replicas.max(1) as usize } else { status.voters.len() };
         self.apply(&resources::pod_disruption_budget(self.cluster, voters)).await?;
+        if self.cluster.spec.network_policy.enabled {
+            self.apply(&network_policy::network_policy(self.cluster, &self.context.operator)).await?;
+        } else {
+            delete_ignoring_absent(&self.api::<NetworkPolicy>(), &self.names.network_policy()).await?;
+        }
         self.apply(&resources::statefulset(self.cluster, statefulset_replicas.unwrap_or(0))).await?;
 
         let seen = self.observe_pods(&token, update_revision.as_deref()).await?;
-        let volumes = self.observe_volumes().await?;
+        let (volumes, retained_volumes) = self.observe_volumes().await?;
         let membership = self.leader_view(&seen);
         let observed = Observed {
             cluster_id: status.cluster_id.clone(),
@@ -202,10 +271,12 @@ impl Reconciler<'_> {
                 })
                 .collect(),
             volumes,
+            retained_volumes,
             membership,
             removed: status.removed_node_ids.iter().copied().collect(),
             bootstrap_in_progress: status.operation.as_ref().is_some_and(|op| op.kind == OperationKind::Bootstrap),
-            recorded_highest_member_ordinal: recorded_highest_member_ordinal(&self.names, &status),
+            recorded_highest_member_ordinal: recorded_highest_member_ordinal(&self.names, &status)
+                .or_else(|| self.reported_highest_member_ordinal(&status, &seen)),
         };
         let desired = Desired {
             replicas: u32::try_from(self.cluster.spec.replicas).unwrap_or(0),
@@ -269,8 +340,9 @@ impl Reconciler<'_> {
 
     /// Creates the token Secret once (its tokens are random and never re-applied) and answers the
     /// bootstrap admin token, the operator's credential for the nodes' admin API. A Secret made
-    /// before admin tokens existed gets one added.
-    async fn ensure_token(&self) -> Result<String> {
+    /// before admin tokens existed gets one added. `None`: a Secret of that name exists that this
+    /// resource does not own; it is neither read nor changed.
+    async fn ensure_token(&self) -> Result<Option<String>> {
         let secrets = self.api::<Secret>();
         let name = self.names.token_secret();
         let random = || -> String { rand::thread_rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect() };
@@ -285,6 +357,15 @@ impl Reconciler<'_> {
                 }
             }
         };
+        let ours = self
+            .cluster
+            .metadata
+            .uid
+            .as_deref()
+            .is_some_and(|uid| existing.metadata.owner_references.iter().flatten().any(|owner| owner.uid == uid));
+        if !ours {
+            return Ok(None);
+        }
         let value = |key: &str| {
             existing
                 .data
@@ -303,7 +384,22 @@ impl Reconciler<'_> {
                 admin.into_bytes()
             }
         };
-        String::from_utf8(admin).map_err(|_| Error::InvalidTokenSecret { name })
+        String::from_utf8(admin).map(Some).map_err(|_| Error::InvalidTokenSecret { name })
+    }
+
+    /// Something outside the operator's reach stops this cluster before any pod: report it as
+    /// `Degraded` with `reason`, plus a Warning Event, and change nothing else.
+    async fn degrade(&self, previous: &ConfluxClusterStatus, reason: &str, message: String) -> Result<Requeue> {
+        let mut next = previous.clone();
+        next.observed_generation = self.cluster.metadata.generation;
+        next.phase = Some(Phase::Degraded);
+        next.conditions.retain(|c| c.type_ != condition::DEGRADED);
+        next.conditions.push(condition(previous, condition::DEGRADED, true, reason, &message));
+        if Some(&next) != self.cluster.status.as_ref() {
+            self.write_status(&next).await?;
+        }
+        self.event(EventType::Warning, reason, message).await;
+        Ok(Requeue::requeue(Duration::from_secs(30)))
     }
 
     /// The members' certificates (`spec.tls`) for every pod the StatefulSet runs or will run, and
@@ -357,16 +453,51 @@ impl Reconciler<'_> {
         Ok(seen)
     }
 
-    async fn observe_volumes(&self) -> Result<BTreeSet<u32>> {
+    /// The ordinals that have a volume claim, and those kept from a deleted resource of the same
+    /// name: a claim labelled with another resource's uid, or unlabelled and older than this
+    /// resource. Claims of this resource get its uid label the first time they are seen.
+    async fn observe_volumes(&self) -> Result<(BTreeSet<u32>, BTreeSet<u32>)> {
         let selector = selector_string(&self.names.cluster);
-        let claims = self.api::<PersistentVolumeClaim>().list(&ListParams::default().labels(&selector)).await?;
+        let claims = self.api::<PersistentVolumeClaim>();
+        let listed = claims.list(&ListParams::default().labels(&selector)).await?;
         let prefix = format!("{}-{}-", resources::DATA_VOLUME, self.names.cluster);
-        Ok(claims
-            .items
-            .iter()
-            .filter(|claim| claim.metadata.deletion_timestamp.is_none())
-            .filter_map(|claim| claim.name_any().strip_prefix(&prefix)?.parse().ok())
-            .collect())
+        let uid = self.cluster.metadata.uid.as_deref();
+        let created = self.cluster.metadata.creation_timestamp.as_ref().map(|time| time.0);
+        let (mut volumes, mut retained) = (BTreeSet::new(), BTreeSet::new());
+        for claim in listed.items.iter().filter(|claim| claim.metadata.deletion_timestamp.is_none()) {
+            let Some(ordinal) = claim.name_any().strip_prefix(&prefix).and_then(|o| o.parse().ok()) else {
+                continue;
+            };
+            volumes.insert(ordinal);
+            let labelled = claim.labels().get(CLUSTER_UID_LABEL).map(String::as_str);
+            let kept = match labelled {
+                Some(owner) => Some(owner) != uid,
+                None => {
+                    let claimed = claim.metadata.creation_timestamp.as_ref().map(|time| time.0);
+                    claimed.zip(created).is_some_and(|(claimed, created)| claimed < created)
+                }
+            };
+            if kept {
+                retained.insert(ordinal);
+            } else if let (None, Some(uid)) = (labelled, uid) {
+                let patch = json!({ "metadata": { "labels": { CLUSTER_UID_LABEL: uid } } });
+                claims.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
+        }
+        Ok((volumes, retained))
+    }
+
+    /// Before status lists members (a resource created again over kept volumes), the highest
+    /// ordinal any pod of the recorded cluster reports as a member: those pods are brought back so
+    /// a majority can form.
+    fn reported_highest_member_ordinal(&self, status: &ConfluxClusterStatus, seen: &[SeenPod]) -> Option<u32> {
+        let recorded = status.cluster_id.as_deref()?;
+        seen.iter()
+            .filter_map(|pod| pod.status.as_ref())
+            .filter(|reported| reported.cluster_id.as_deref() == Some(recorded))
+            .flat_map(|reported| reported.voters.values().chain(reported.learners.values()))
+            .filter_map(|url| self.context.nodes.ordinal_of(&self.names, url))
+            .max()
     }
 
     /// The membership as the leader reports it, if a pod answers as the leader of this cluster.
@@ -423,6 +554,12 @@ impl Reconciler<'_> {
                     cluster_id: Some(cluster_id),
                 })
             }
+            Action::Adopt { cluster_id } => Ok(Outcome {
+                message: format!(
+                    "adopted cluster {cluster_id} from the volumes kept by a deleted resource of this name"
+                ),
+                cluster_id: Some(cluster_id.clone()),
+            }),
             Action::AddLearners { members } => {
                 let endpoint = leader_endpoint()?;
                 for &(ordinal, node_id) in members {
@@ -518,7 +655,7 @@ impl Reconciler<'_> {
         } else if wanted == 0 && observed.statefulset_replicas.unwrap_or(0) == 0 {
             Phase::Hibernated
         } else if observed.cluster_id.is_none() {
-            if matches!(action, Action::Bootstrap) {
+            if matches!(action, Action::Bootstrap | Action::Adopt { .. }) {
                 Phase::Bootstrapping
             } else {
                 Phase::Pending
@@ -673,6 +810,7 @@ fn intent(action: &Action) -> Option<Operation> {
             operation(OperationKind::ShrinkStatefulSet, vec![], vec![], Some(*replicas))
         }
         Action::Bootstrap => operation(OperationKind::Bootstrap, vec![], vec![0], None),
+        Action::Adopt { .. } => operation(OperationKind::Adopt, vec![], vec![], None),
         Action::AddLearners { members } => operation(
             OperationKind::AddLearners,
             members.iter().map(|m| m.1).collect(),
@@ -700,6 +838,7 @@ pub fn action_kind(action: &Action) -> &'static str {
     match action {
         Action::GrowStatefulSet { .. } => "GrowStatefulSet",
         Action::Bootstrap => "Bootstrap",
+        Action::Adopt { .. } => "Adopt",
         Action::AddLearners { .. } => "AddLearners",
         Action::PromoteVoters { .. } => "PromoteVoters",
         Action::RemoveMember { .. } => "RemoveMember",

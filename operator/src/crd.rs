@@ -1,5 +1,7 @@
 //! The `ConfluxCluster` custom resource (`conflux.io/v1alpha1`): spec, status, conditions,
-//! printer columns, the scale subresource and the CEL rules the API server enforces.
+//! printer columns, the scale subresource and the CEL rules the API server enforces. The types of
+//! `spec.scheduling`/`spec.podTemplate` (`placement`), `spec.node` (`node_settings`) and
+//! `spec.networkPolicy` (`network_policy`) live beside the code that uses them.
 //!
 //! **API Boundary:** these types are the CRD. Renaming or retyping a field changes the schema
 //! shipped in `manifests/crd.yaml` and `charts/`, and the `crd_is_up_to_date` test says so.
@@ -7,12 +9,18 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint},
+    api::core::v1::{Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint},
     apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::{
+    network_policy::NetworkPolicySettings,
+    node_settings::NodeSettings,
+    placement::{PodTemplateOverrides, SchedulingSpec},
+};
 
 /// A Raft member's id, as the node reports it.
 pub type NodeId = u64;
@@ -58,20 +66,37 @@ pub struct ConfluxClusterSpec {
     /// Image pull policy of the node container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
+    /// Secrets the pods pull the node image with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
     /// Persistent storage of each member.
     pub storage: StorageSpec,
     /// Compute resources of the node container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Pod affinity rules.
+    /// Pod affinity rules. Its `podAntiAffinity` replaces the default anti-affinity of
+    /// `scheduling.antiAffinity`; node and pod affinity are added to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Pod tolerations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
-    /// Pod topology spread constraints.
+    /// Pod topology spread constraints. When absent, members spread across
+    /// `topology.kubernetes.io/zone` (`ScheduleAnyway`); any list, even empty, replaces that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// Anti-affinity mode, priority class and node selector of the pods.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+    /// Extra labels and annotations of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+    /// Raft and request settings of the nodes, checked against each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeSettings>,
+    /// The NetworkPolicy the operator emits for the pods.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySettings,
     /// When true the operator changes nothing (no membership change, no restart, no scaling)
     /// and only refreshes status.
     #[serde(default)]
@@ -169,6 +194,12 @@ pub struct StorageSpec {
     /// What happens to a removed member's volume after scale-down.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
+    /// Delete every member's volume when the ConfluxCluster is deleted. By default (false) the
+    /// volumes are kept, and a ConfluxCluster created again with the same name comes back on
+    /// their data. Takes effect once the operator applied it to the StatefulSet
+    /// (`status.observedGeneration` reached the change).
+    #[serde(default)]
+    pub delete_volumes_with_cluster: bool,
 }
 
 /// What happens to the volume of a member removed by scale-down.
@@ -302,6 +333,8 @@ pub enum OperationKind {
     DeleteVolume,
     RecycleVolume,
     RestartPod,
+    /// Record the cluster id the pods on retained volumes report (a recreated resource).
+    Adopt,
 }
 
 /// Condition types the operator maintains.
@@ -373,6 +406,7 @@ mod tests {
                 size: size.into(),
                 storage_class_name: class.map(String::from),
                 reclaim_policy: policy,
+                ..StorageSpec::default()
             })
             .expect("storage serializes")
         };

@@ -7,10 +7,11 @@ use anyhow::Context as _;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use clap::{Parser, Subcommand};
 use conflux_operator::{
-    controller::{self, Context},
+    controller::{self, Context, DEFAULT_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_POD_LABELS},
     crd,
     leader::{Elector, LeaseConfig},
     metrics::Metrics,
+    network_policy::OperatorPeers,
     nodes::HttpNodeAdmin,
 };
 use tracing_subscriber::EnvFilter;
@@ -34,6 +35,15 @@ enum Command {
         log_json: bool,
         #[command(flatten)]
         election: Election,
+        /// Namespaces to watch, comma-separated; empty: all namespaces.
+        #[arg(long, env = "CONFLUX_OPERATOR_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+        watch_namespaces: Vec<String>,
+        /// The operator's own namespace: clusters' NetworkPolicies admit its pods to the peer port.
+        #[arg(long, env = "CONFLUX_OPERATOR_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
+        operator_namespace: String,
+        /// The operator pods' labels (`key=value,...`), for the same NetworkPolicies.
+        #[arg(long, env = "CONFLUX_OPERATOR_POD_LABELS", default_value = DEFAULT_OPERATOR_POD_LABELS)]
+        operator_pod_labels: String,
     },
     /// Print the ConfluxCluster CustomResourceDefinition as YAML.
     Crd,
@@ -63,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             let yaml = crd::crd_yaml().context("serializing the CRD")?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes()).context("writing the CRD")
         }
-        Command::Run { listen, log_json, election } => {
+        Command::Run { listen, log_json, election, watch_namespaces, operator_namespace, operator_pod_labels } => {
             let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
             let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
             if log_json {
@@ -71,12 +81,19 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 subscriber.init();
             }
-            run(listen, election).await
+            let operator = OperatorPeers::new(operator_namespace, &operator_pod_labels).map_err(anyhow::Error::msg)?;
+            let namespaces = watch_namespaces.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+            run(listen, election, namespaces.collect(), operator).await
         }
     }
 }
 
-async fn run(listen: SocketAddr, election: Election) -> anyhow::Result<()> {
+async fn run(
+    listen: SocketAddr,
+    election: Election,
+    namespaces: Vec<String>,
+    operator: OperatorPeers,
+) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
     let metrics = Metrics::new().context("registering metrics")?;
     let app = Router::new()
@@ -86,10 +103,11 @@ async fn run(listen: SocketAddr, election: Election) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "serving /metrics and /healthz");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let context = Arc::new(Context::new(client.clone(), HttpNodeAdmin::new(), metrics.clone()));
+    let context = Arc::new(Context { operator, ..Context::new(client.clone(), HttpNodeAdmin::new(), metrics.clone()) });
+    tracing::info!(?namespaces, "watching (empty: all namespaces)");
     if !election.leader_elect {
         metrics.set_leader(true);
-        controller::run(context).await;
+        controller::run(context, namespaces).await;
         server.abort();
         return Ok(());
     }
@@ -100,7 +118,7 @@ async fn run(listen: SocketAddr, election: Election) -> anyhow::Result<()> {
     metrics.set_leader(true);
     tracing::info!(lease = %election.lease_name, %identity, "leading: reconciling");
     let outcome = tokio::select! {
-        () = controller::run(context) => Ok(()),
+        () = controller::run(context, namespaces) => Ok(()),
         reason = elector.keep() => Err(anyhow::anyhow!("stopped leading: {reason}")),
     };
     metrics.set_leader(false);

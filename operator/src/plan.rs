@@ -13,6 +13,10 @@
 //! 6. One action at a time (the caller records it as intent before acting).
 //! 7. A removed node id is tombstoned and never added again; a pod whose disk was lost reports a
 //!    new id, which joins and replaces the old one.
+//!
+//! Before a cluster id is recorded, pod 0 is initialized only when no volume kept from an
+//! earlier resource of the same name may hold a cluster: pods on such retained volumes that
+//! report one cluster id are adopted (their cluster id recorded), never re-initialized.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -108,6 +112,9 @@ pub struct Observed {
     pub pods: BTreeMap<u32, PodView>,
     /// Ordinals that have a volume claim.
     pub volumes: BTreeSet<u32>,
+    /// Ordinals whose volume claim was kept from an earlier resource of the same name (labelled
+    /// with another uid, or older than this one), so possibly holding its cluster.
+    pub retained_volumes: BTreeSet<u32>,
     /// From the leader, when one answered.
     pub membership: Option<MembershipView>,
     /// `status.removedNodeIds`.
@@ -147,6 +154,8 @@ pub enum Action {
     GrowStatefulSet { replicas: u32 },
     /// Initialize pod 0 as a one-voter cluster.
     Bootstrap,
+    /// Record this cluster id, which the pods on retained volumes report (no node changes).
+    Adopt { cluster_id: String },
     /// Add these (ordinal, node id) pairs as learners.
     AddLearners { members: Vec<(u32, NodeId)> },
     /// Make exactly this the voter set (adds caught-up learners, drops lost voters they replace).
@@ -173,7 +182,8 @@ pub enum WaitReason {
     PodNotReady {
         ordinal: u32,
     },
-    /// Pod 0 belongs to another cluster although no bootstrap was recorded.
+    /// Pod 0 belongs to another cluster although no bootstrap was recorded (or pods on
+    /// retained volumes report different clusters).
     ForeignCluster {
         ordinal: u32,
     },
@@ -353,6 +363,9 @@ fn plan_bootstrap(desired: &Desired, observed: &Observed) -> Action {
     if observed.statefulset_replicas.unwrap_or(0) < desired.replicas {
         return Action::GrowStatefulSet { replicas: desired.replicas };
     }
+    if let Some(action) = plan_adoption(observed) {
+        return action;
+    }
     let node = observed.pods.get(&0).and_then(|pod| pod.node.as_ref());
     match node {
         Some(node) if node.cluster_id.is_none() && node.state == NodeState::Uninitialized => Action::Bootstrap,
@@ -362,6 +375,27 @@ fn plan_bootstrap(desired: &Desired, observed: &Observed) -> Action {
         Some(node) if node.cluster_id.is_some() => Action::Wait { reason: WaitReason::ForeignCluster { ordinal: 0 } },
         _ => Action::Wait { reason: WaitReason::PodNotReady { ordinal: 0 } },
     }
+}
+
+/// A resource created again over volumes kept from its predecessor: adopt the cluster the pods
+/// on them report, and never initialize pod 0 while one of them has not answered yet.
+fn plan_adoption(observed: &Observed) -> Option<Action> {
+    let running = observed.statefulset_replicas.unwrap_or(0);
+    let retained: Vec<&PodView> =
+        observed.retained_volumes.iter().filter(|&&o| o < running).filter_map(|o| observed.pods.get(o)).collect();
+    let mut reported = retained.iter().filter_map(|pod| Some((pod.ordinal, pod.node.as_ref()?.cluster_id.as_deref()?)));
+    if let Some((_, cluster_id)) = reported.next() {
+        return Some(match reported.find(|(_, other)| *other != cluster_id) {
+            Some((ordinal, _)) => Action::Wait { reason: WaitReason::ForeignCluster { ordinal } },
+            None => Action::Adopt { cluster_id: cluster_id.to_string() },
+        });
+    }
+    let silent = observed
+        .retained_volumes
+        .iter()
+        .copied()
+        .find(|&ordinal| ordinal < running && observed.pods.get(&ordinal).is_none_or(|pod| pod.node.is_none()));
+    silent.map(|ordinal| Action::Wait { reason: WaitReason::PodNotReady { ordinal } })
 }
 
 /// Hibernation (`replicas: 0`): stop every pod, keep volumes and membership.

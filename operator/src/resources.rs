@@ -1,6 +1,7 @@
 //! Pure builders of the objects one `ConfluxCluster` owns: the token Secret, the headless peer
-//! Service, the client Service, the StatefulSet and the PodDisruptionBudget. No IO: the
-//! controller applies what these return with server-side apply.
+//! Service, the client Service, the StatefulSet and the PodDisruptionBudget (the NetworkPolicy is
+//! `network_policy`'s; placement and pod metadata are `placement`'s). No IO: the controller
+//! applies what these return with server-side apply.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,8 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use crate::{
-    crd::{labels, ConfluxCluster, ReclaimPolicy, TlsMode},
+    crd::{labels, ConfluxCluster, TlsMode},
+    placement,
     plan::majority,
 };
 
@@ -90,6 +92,10 @@ impl Names {
         format!("{}-token", self.cluster)
     }
 
+    pub fn pdb(&self) -> String {
+        self.cluster.clone()
+    }
+
     /// The Secret of the operator's CA (`spec.tls.mode: Auto`); never mounted by a pod.
     pub fn ca_secret(&self) -> String {
         format!("{}-ca", self.cluster)
@@ -100,7 +106,7 @@ impl Names {
         format!("{}-tls", self.cluster)
     }
 
-    pub fn pdb(&self) -> String {
+    pub fn network_policy(&self) -> String {
         self.cluster.clone()
     }
 
@@ -138,7 +144,7 @@ fn owner(cluster: &ConfluxCluster) -> Vec<OwnerReference> {
     cluster.controller_owner_ref(&()).into_iter().collect()
 }
 
-/// Name, namespace, labels and the owner reference of an object `cluster` owns.
+/// Name, namespace, the cluster's labels and its controller owner reference.
 pub fn metadata(cluster: &ConfluxCluster, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
@@ -250,26 +256,29 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
         timeout_seconds: Some(2),
         ..Probe::default()
     };
+    let mut env_vars = vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        env("CONFLUX_DATA_DIR", DATA_DIR),
+        env("CONFLUX_LISTEN", &format!("0.0.0.0:{CLIENT_PORT}")),
+        env("CONFLUX_PEER_LISTEN", &format!("0.0.0.0:{PEER_PORT}")),
+        env(
+            "CONFLUX_ADVERTISE_PEER",
+            &format!("{}://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{PEER_PORT}", names.scheme(), names.peer_service()),
+        ),
+        // The operator initializes pod 0 itself, exactly once; every node starts waiting.
+        env("CONFLUX_JOIN", "true"),
+        env("CONFLUX_CLUSTER_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_KEY}")),
+        env("CONFLUX_ADMIN_TOKEN_FILE", &format!("{TOKEN_DIR}/{ADMIN_TOKEN_KEY}")),
+    ];
+    // `spec.node`: part of the template, so a change rolls the pods like a version change.
+    env_vars.extend(spec.node.as_ref().map(|node| node.env()).unwrap_or_default());
     let container = Container {
         name: "conflux".into(),
         image: Some(format!("{}:{}", spec.image, spec.version)),
         image_pull_policy: spec.image_pull_policy.map(|policy| policy.as_str().to_string()),
         args: Some(vec!["serve".into()]),
-        env: Some(vec![
-            field("POD_NAME", "metadata.name"),
-            field("POD_NAMESPACE", "metadata.namespace"),
-            env("CONFLUX_DATA_DIR", DATA_DIR),
-            env("CONFLUX_LISTEN", &format!("0.0.0.0:{CLIENT_PORT}")),
-            env("CONFLUX_PEER_LISTEN", &format!("0.0.0.0:{PEER_PORT}")),
-            env(
-                "CONFLUX_ADVERTISE_PEER",
-                &format!("{}://$(POD_NAME).{}.$(POD_NAMESPACE).svc:{PEER_PORT}", names.scheme(), names.peer_service()),
-            ),
-            // The operator initializes pod 0 itself, exactly once; every node starts waiting.
-            env("CONFLUX_JOIN", "true"),
-            env("CONFLUX_CLUSTER_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_KEY}")),
-            env("CONFLUX_ADMIN_TOKEN_FILE", &format!("{TOKEN_DIR}/{ADMIN_TOKEN_KEY}")),
-        ]),
+        env: Some(env_vars),
         ports: Some(vec![
             ContainerPort { name: Some("client".into()), container_port: CLIENT_PORT, ..ContainerPort::default() },
             ContainerPort { name: Some("peer".into()), container_port: PEER_PORT, ..ContainerPort::default() },
@@ -315,11 +324,48 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
         }),
         ..PersistentVolumeClaim::default()
     };
-    let when_deleted = match spec.storage.reclaim_policy {
-        ReclaimPolicy::Delete => "Delete",
-        ReclaimPolicy::Retain => "Retain",
+    // Deleting the cluster keeps every volume unless `deleteVolumesWithCluster` opts in; scale-down
+    // volumes follow `reclaimPolicy`, deleted by the operator.
+    let when_deleted = if spec.storage.delete_volumes_with_cluster { "Delete" } else { "Retain" };
+    let mut pod_metadata = ObjectMeta {
+        labels: Some(pod_labels.clone()),
+        annotations: Some(BTreeMap::from([
+            ("prometheus.io/scrape".to_string(), "true".to_string()),
+            ("prometheus.io/port".to_string(), CLIENT_PORT.to_string()),
+            ("prometheus.io/path".to_string(), "/metrics".to_string()),
+        ])),
+        ..ObjectMeta::default()
     };
-    let mut statefulset = StatefulSet {
+    let mut pod_spec = PodSpec {
+        containers: vec![container],
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+            ..PodSecurityContext::default()
+        }),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        volumes: Some(vec![
+            Volume {
+                name: "token".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names.token_secret()),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+        ]),
+        ..PodSpec::default()
+    };
+    placement::apply(cluster, &mut pod_metadata, &mut pod_spec);
+    crate::tls::mount(cluster, &names, &mut pod_spec);
+    StatefulSet {
         metadata: metadata(cluster, names.statefulset()),
         spec: Some(StatefulSetSpec {
             replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
@@ -333,61 +379,13 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
                 when_deleted: Some(when_deleted.into()),
                 when_scaled: Some("Retain".into()),
             }),
-            selector: LabelSelector { match_labels: Some(pod_labels.clone()), ..LabelSelector::default() },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([
-                        ("prometheus.io/scrape".to_string(), "true".to_string()),
-                        ("prometheus.io/port".to_string(), CLIENT_PORT.to_string()),
-                        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-                    ])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS),
-                        run_as_group: Some(RUN_AS),
-                        fs_group: Some(RUN_AS),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
-                        ..PodSecurityContext::default()
-                    }),
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    affinity: spec.affinity.clone(),
-                    tolerations: spec.tolerations.clone(),
-                    topology_spread_constraints: spec.topology_spread_constraints.clone(),
-                    volumes: Some(vec![
-                        Volume {
-                            name: "token".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(names.token_secret()),
-                                default_mode: Some(0o440),
-                                ..SecretVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Volume::default()
-                        },
-                    ]),
-                    ..PodSpec::default()
-                }),
-            },
+            selector: LabelSelector { match_labels: Some(pod_labels), ..LabelSelector::default() },
+            template: PodTemplateSpec { metadata: Some(pod_metadata), spec: Some(pod_spec) },
             volume_claim_templates: Some(vec![claim]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
-    };
-    if let Some(pod) = statefulset.spec.as_mut().and_then(|spec| spec.template.spec.as_mut()) {
-        crate::tls::mount(cluster, &names, pod);
     }
-    statefulset
 }
 
 #[cfg(test)]
@@ -402,18 +400,8 @@ mod tests {
                 replicas,
                 image: "ghcr.io/conflux/conflux".into(),
                 version: "0.1.0".into(),
-                image_pull_policy: None,
-                storage: StorageSpec {
-                    size: "1Gi".into(),
-                    storage_class_name: None,
-                    reclaim_policy: ReclaimPolicy::Delete,
-                },
-                resources: None,
-                affinity: None,
-                tolerations: None,
-                topology_spread_constraints: None,
-                paused: false,
-                tls: None,
+                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+                ..ConfluxClusterSpec::default()
             },
         );
         cluster.metadata.namespace = Some("prod".into());
@@ -437,17 +425,6 @@ mod tests {
         ] {
             assert_eq!(names.ordinal_of_peer_url(foreign), None, "{foreign}");
         }
-    }
-
-    #[test]
-    fn members_of_a_tls_cluster_have_https_peer_urls_and_only_those_are_its_own() {
-        let mut tls = cluster(3);
-        tls.spec.tls = Some(crate::crd::TlsSpec { mode: TlsMode::Auto, issuer_ref: None });
-        let names = Names::of(&tls);
-        assert_eq!(names.peer_url(2), "https://cfx-2.cfx-peers.prod.svc:7001");
-        assert_eq!(names.ordinal_of_peer_url(&names.peer_url(2)), Some(2));
-        assert_eq!(names.ordinal_of_peer_url("http://cfx-2.cfx-peers.prod.svc:7001"), None);
-        assert_eq!(Names::of(&cluster(3)).ordinal_of_peer_url("https://cfx-2.cfx-peers.prod.svc:7001"), None);
     }
 
     #[test]
@@ -479,5 +456,16 @@ mod tests {
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(sts.metadata.owner_references.expect("owner")[0].kind, "ConfluxCluster");
+    }
+
+    #[test]
+    fn members_of_a_tls_cluster_have_https_peer_urls_and_only_those_are_its_own() {
+        let mut tls = cluster(3);
+        tls.spec.tls = Some(crate::crd::TlsSpec { mode: TlsMode::Auto, issuer_ref: None });
+        let names = Names::of(&tls);
+        assert_eq!(names.peer_url(2), "https://cfx-2.cfx-peers.prod.svc:7001");
+        assert_eq!(names.ordinal_of_peer_url(&names.peer_url(2)), Some(2));
+        assert_eq!(names.ordinal_of_peer_url("http://cfx-2.cfx-peers.prod.svc:7001"), None);
+        assert_eq!(Names::of(&cluster(3)).ordinal_of_peer_url("https://cfx-2.cfx-peers.prod.svc:7001"), None);
     }
 }

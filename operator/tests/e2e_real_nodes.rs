@@ -5,6 +5,9 @@
 //! fake client serves no watch). A client writes all along; after each scale step the voters
 //! equal the replicas and every acknowledged write is readable.
 //!
+//! A second test deletes the `ConfluxCluster`, creates it again with the same name, and reads
+//! every key back from the same volumes.
+//!
 //! Needs the node binary: `CONFLUX_BIN=/path/to/conflux cargo test --features e2e --test
 //! e2e_real_nodes` (built with `cargo build --bin conflux` at the repository root).
 
@@ -144,6 +147,22 @@ struct Harness {
     http: reqwest::Client,
 }
 
+async fn create_cluster(client: &kube::Client, replicas: i32) {
+    let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut cluster = ConfluxCluster::new(
+        NAME,
+        ConfluxClusterSpec {
+            replicas,
+            image: "conflux".into(),
+            version: "dev".into(),
+            storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+            ..ConfluxClusterSpec::default()
+        },
+    );
+    cluster.metadata.namespace = Some(NAMESPACE.into());
+    clusters.create(&PostParams::default(), &cluster).await.expect("cluster created");
+}
+
 fn binary() -> PathBuf {
     let path = std::env::var_os("CONFLUX_BIN")
         .map(PathBuf::from)
@@ -160,19 +179,7 @@ impl Harness {
             .build()
             .await
             .expect("fake client");
-        let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
-        let mut cluster = ConfluxCluster::new(
-            NAME,
-            ConfluxClusterSpec {
-                replicas,
-                image: "conflux".into(),
-                version: "dev".into(),
-                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
-                ..ConfluxClusterSpec::default()
-            },
-        );
-        cluster.metadata.namespace = Some(NAMESPACE.into());
-        clusters.create(&PostParams::default(), &cluster).await.expect("cluster created");
+        create_cluster(&client, replicas).await;
         let addresses = Arc::new(Mutex::new(Addresses::default()));
         let nodes = Arc::new(LocalNodes { http: HttpNodeAdmin::new(), addresses: addresses.clone() });
         let context = Arc::new(Context::new(client.clone(), nodes, Metrics::new().expect("metrics")));
@@ -274,8 +281,16 @@ impl Harness {
         }
     }
 
-    /// The StatefulSet controller and the kubelet, one pass.
+    /// The StatefulSet controller and the kubelet, one pass. Without a StatefulSet (the cluster
+    /// was deleted) its pods are deleted and their processes stop; volumes stay unless deleted.
     async fn kubelet(&mut self) {
+        if self.api::<StatefulSet>().get_opt(NAME).await.expect("get sts").is_none() {
+            self.processes.clear();
+            for pod in self.api::<Pod>().list(&Default::default()).await.expect("pods").items {
+                let _ = self.api::<Pod>().delete(&pod.name_any(), &DeleteParams::default()).await;
+            }
+            return;
+        }
         let Some(tokens) = self.tokens().await else { return };
         let replicas = self.statefulset_replicas().await;
         let pods = self.api::<Pod>();
@@ -543,4 +558,49 @@ async fn scaling_one_three_five_three_one_three_keeps_every_write_and_a_lost_dis
     // of them means quorum was lost.
     assert!(longest_gap < Duration::from_secs(10), "writes stalled for {longest_gap:?}: quorum was lost");
     assert_all_readable(&live_urls(&harness, 3)[0], &admin_token, &acknowledged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_cluster_keeps_its_volumes_and_comes_back_with_every_key_when_created_again() {
+    let mut harness = Harness::new(3).await;
+    harness.converge(3, "bootstrap").await;
+    let (_, admin_token) = harness.tokens().await.expect("tokens");
+    let writer = Client::new(&live_urls(&harness, 3)[0], Some(admin_token));
+    let mut written = BTreeMap::new();
+    for i in 0..300u32 {
+        let key = format!("k{i}");
+        // Some keys get a second version, so versions as well as contents must come back.
+        for version in 0..=(i % 2) {
+            let content = format!("value {i} v{version}").into_bytes();
+            let result = writer
+                .put(["e2e", "app", "prod", &key], content.clone(), PutOptions { format: Some("text"), if_match: None })
+                .await
+                .expect("write");
+            written.insert(key.clone(), (content, result.version));
+        }
+    }
+    let before = harness.cluster().await.status.expect("status");
+    let voters = harness.voters_from_nodes().await;
+
+    // kubectl delete: the owned objects go (the fake client cascades along owner references),
+    // the nodes stop, the volumes stay.
+    harness.api::<ConfluxCluster>().delete(NAME, &DeleteParams::background()).await.expect("deleted");
+    harness.kubelet().await;
+    assert!(harness.processes.is_empty(), "every node stopped");
+    assert!(harness.tokens().await.is_none(), "the token Secret went with the cluster");
+    let claims = harness.api::<PersistentVolumeClaim>().list(&Default::default()).await.expect("claims");
+    assert_eq!(claims.items.len(), 3, "the volumes are kept");
+
+    create_cluster(&harness.client, 3).await;
+    harness.converge(3, "created again").await;
+    let after = harness.cluster().await.status.expect("status");
+    assert_eq!(after.cluster_id, before.cluster_id, "the same Raft cluster, adopted");
+    assert_eq!(harness.voters_from_nodes().await, voters, "the same members");
+    let (_, new_admin_token) = harness.tokens().await.expect("a new token Secret");
+    let reader = Client::new(&live_urls(&harness, 3)[1], Some(new_admin_token));
+    for (key, (content, version)) in &written {
+        let found = reader.get(["e2e", "app", "prod", key], false).await.expect("read").expect("key is there");
+        assert_eq!((&found.content, found.version), (content, *version), "{key}");
+    }
+    eprintln!("{} keys read back after delete and re-create", written.len());
 }

@@ -24,6 +24,7 @@ ROOTS = [
     "io.k8s.api.policy.v1.PodDisruptionBudget",
     "io.k8s.api.events.v1.Event",
     "io.k8s.api.coordination.v1.Lease",
+    "io.k8s.api.networking.v1.NetworkPolicy",
 ]
 OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "operator/tests/fixtures/k8s-definitions.json"
 

@@ -24,7 +24,7 @@ metadata:
 # Which rendered templates go into which manifest file.
 FILES = {
     "rbac.yaml": ["serviceaccount.yaml", "rbac.yaml", "leader-election-rbac.yaml"],
-    "operator.yaml": ["deployment.yaml", "service.yaml"],
+    "operator.yaml": ["deployment.yaml", "service.yaml", "networkpolicy.yaml"],
 }
 
 

@@ -41,6 +41,17 @@ VALUE_SETS = {
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
         "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
     },
+    "namespaced": {
+        "watchNamespaces": ["team-a", "team-b"],
+        "networkPolicy": {"enabled": True, "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+    },
+    "all-namespaces-with-cluster-namespaces": {
+        "clusterNamespaces": ["team-a", "conflux-system"],
+        "networkPolicy": {"enabled": False},
+        "exampleCluster": {"enabled": True, "antiAffinity": "Required",
+                           "storage": {"size": "1Gi", "deleteVolumesWithCluster": True}},
+    },
     "hibernated-example-retaining-volumes": {
         "exampleCluster": {"enabled": True, "name": "sleepy", "replicas": 0,
                            "storage": {"size": "500Mi", "reclaimPolicy": "Retain"}},
@@ -105,8 +116,120 @@ def test_every_rendered_object_is_valid(name):
 
 def test_default_render_is_the_operator_and_its_least_privilege_rbac():
     kinds = sorted(obj["kind"] for obj in render({}))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service",
-                     "ServiceAccount"]
+    # Two Roles in the release namespace: Secrets and volumes, and the leader-election Lease.
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy", "Role", "Role",
+                     "RoleBinding", "RoleBinding", "Service", "ServiceAccount"]
+
+
+def rules_of(objects: list[dict], kind: str) -> set[tuple[str, str, str, str]]:
+    """(namespace or '', apiGroup, resource, verb) for every rule of every object of a kind."""
+    return {(obj["metadata"].get("namespace", ""), group, resource, verb)
+            for obj in objects if obj["kind"] == kind for rule in obj["rules"]
+            for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def bound_to_the_operator(objects: list[dict], kind: str, binding_kind: str) -> None:
+    for role in (obj for obj in objects if obj["kind"] == kind):
+        [binding] = [b for b in objects if b["kind"] == binding_kind and b["roleRef"]["name"] == role["metadata"]["name"]
+                     and b["metadata"].get("namespace") == role["metadata"].get("namespace")]
+        assert binding["roleRef"]["kind"] == kind
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "conflux-operator",
+                                        "namespace": "conflux-system"}]
+
+
+def test_default_rbac_has_no_cluster_scoped_rule_on_secrets_or_volume_deletion():
+    objects = render({})
+    cluster_wide = rules_of(objects, "ClusterRole")
+    assert cluster_wide, "all namespaces are watched cluster-wide"
+    assert not [rule for rule in cluster_wide if rule[2] == "secrets"], "no cluster-wide Secret access"
+    assert not [rule for rule in cluster_wide if rule[2] == "persistentvolumeclaims" and rule[3] != "list"], \
+        "cluster-wide, volumes are only listed"
+    assert ("", "", "persistentvolumeclaims", "list") in cluster_wide
+    namespaced = rules_of(objects, "Role")
+    for verb in ("get", "create", "patch"):
+        assert ("conflux-system", "", "secrets", verb) in namespaced
+    for verb in ("patch", "delete"):
+        assert ("conflux-system", "", "persistentvolumeclaims", verb) in namespaced
+    assert {rule[0] for rule in namespaced} == {"conflux-system"}
+    bound_to_the_operator(objects, "ClusterRole", "ClusterRoleBinding")
+    bound_to_the_operator(objects, "Role", "RoleBinding")
+    [deployment] = [obj for obj in objects if obj["kind"] == "Deployment"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CONFLUX_OPERATOR_WATCH_NAMESPACES"]["value"] == ""
+
+
+def test_cluster_namespaces_get_the_secret_and_volume_role_in_all_namespaces_mode():
+    objects = render(VALUE_SETS["all-namespaces-with-cluster-namespaces"])
+    namespaced = rules_of(objects, "Role")
+    assert {rule[0] for rule in namespaced} == {"conflux-system", "team-a"}
+    assert ("team-a", "", "secrets", "get") in namespaced
+    assert not [rule for rule in rules_of(objects, "ClusterRole") if rule[2] == "secrets"]
+
+
+def test_watched_namespaces_get_a_role_each_and_nothing_is_cluster_wide():
+    objects = render(VALUE_SETS["namespaced"])
+    kinds = [obj["kind"] for obj in objects]
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    namespaced = {rule for rule in rules_of(objects, "Role") if rule[2] != "leases"}
+    assert {rule[0] for rule in namespaced} == {"team-a", "team-b"}
+    for namespace in ("team-a", "team-b"):
+        for needed in [("conflux.io", "confluxclusters", "watch"), ("", "secrets", "get"),
+                       ("", "persistentvolumeclaims", "delete"), ("apps", "statefulsets", "patch")]:
+            assert (namespace, *needed) in namespaced, (namespace, needed)
+    bound_to_the_operator(objects, "Role", "RoleBinding")
+    [deployment] = [obj for obj in objects if obj["kind"] == "Deployment"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CONFLUX_OPERATOR_WATCH_NAMESPACES"]["value"] == "team-a,team-b"
+
+
+def test_the_operator_tells_its_namespace_and_labels_for_the_clusters_network_policies():
+    [deployment] = [obj for obj in render({}) if obj["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["CONFLUX_OPERATOR_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    pairs = dict(pair.split("=") for pair in env["CONFLUX_OPERATOR_POD_LABELS"]["value"].split(","))
+    assert pairs == pod["metadata"]["labels"], "the labels the operator's pods really carry"
+
+
+def test_the_operators_network_policy_admits_only_its_metrics_port():
+    [policy] = [obj for obj in render({}) if obj["kind"] == "NetworkPolicy"]
+    [deployment] = [obj for obj in render({}) if obj["kind"] == "Deployment"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}] and "from" not in rule
+    [policy] = [obj for obj in render(VALUE_SETS["namespaced"]) if obj["kind"] == "NetworkPolicy"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] == VALUE_SETS["namespaced"]["networkPolicy"]["metricsFrom"]
+    kinds = [obj["kind"] for obj in render(VALUE_SETS["all-namespaces-with-cluster-namespaces"])]
+    assert "NetworkPolicy" not in kinds
+
+
+def test_network_policy_validation_refuses_a_broken_policy():
+    """Guards the meaning of the NetworkPolicy validation: kubernetes-validate knows the kind."""
+    [policy] = [obj for obj in render({}) if obj["kind"] == "NetworkPolicy"]
+    broken = copy.deepcopy(policy)
+    broken["spec"]["ingress"][0]["ports"][0]["port"] = {"number": 8080}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+    broken = copy.deepcopy(policy)
+    broken["spec"]["policyTypes"] = "Ingress"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+
+
+def test_example_cluster_spreads_members_across_nodes_by_default_and_the_mode_is_replaceable():
+    [default] = [obj for obj in render({"exampleCluster": {"enabled": True}}) if obj["kind"] == "ConfluxCluster"]
+    assert default["spec"]["scheduling"] == {"antiAffinity": "Preferred"}
+    assert default["spec"]["storage"]["deleteVolumesWithCluster"] is False
+    [required] = [obj for obj in render(VALUE_SETS["all-namespaces-with-cluster-namespaces"])
+                  if obj["kind"] == "ConfluxCluster"]
+    assert required["spec"]["scheduling"] == {"antiAffinity": "Required"}
+    assert required["spec"]["storage"]["deleteVolumesWithCluster"] is True
+    broken = copy.deepcopy(default)
+    broken["spec"]["scheduling"]["antiAffinity"] = "Sometimes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_cluster(broken)
 
 
 def test_optional_objects_follow_their_values():
@@ -118,18 +241,19 @@ def test_optional_objects_follow_their_values():
 
 
 def test_rbac_names_every_verb_and_resource_without_wildcards():
-    [role] = [obj for obj in render({}) if obj["kind"] == "ClusterRole"]
-    for rule in role["rules"]:
-        for field in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule[field], rule
-    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
-               for resource in rule["resources"] for verb in rule["verbs"]}
+    objects = render({})
+    for role in (obj for obj in objects if obj["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], rule
+    granted = {rule[1:] for rule in rules_of(objects, "ClusterRole") | rules_of(objects, "Role")}
     # What the reconcile loop does: SSA of owned objects, status patches, pod/claim deletion.
     for needed in [("conflux.io", "confluxclusters", "watch"), ("conflux.io", "confluxclusters/status", "patch"),
                    ("apps", "statefulsets", "patch"), ("", "pods", "delete"),
                    ("", "persistentvolumeclaims", "delete"), ("", "secrets", "create"),
                    ("policy", "poddisruptionbudgets", "patch"), ("events.k8s.io", "events", "create"),
-                   ("", "secrets", "update"), ("cert-manager.io", "certificates", "patch")]:
+                   ("", "secrets", "update"), ("cert-manager.io", "certificates", "patch"),
+                   ("networking.k8s.io", "networkpolicies", "patch"), ("networking.k8s.io", "networkpolicies", "delete")]:
         assert needed in granted, needed
     assert ("", "secrets", "list") not in granted, "the operator never lists secrets"
 
@@ -166,16 +290,18 @@ def test_replicas_elect_a_leader_on_a_lease_they_may_only_touch_in_their_namespa
     assert env["CONFLUX_OPERATOR_LEADER_ELECT"]["value"] == "true"
     assert env["CONFLUX_OPERATOR_LEASE_NAME"]["value"] == "conflux-operator"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    [role] = [obj for obj in objects if obj["kind"] == "Role"]
+    [role] = [obj for obj in objects if obj["kind"] == "Role"
+              and any("leases" in rule["resources"] for rule in obj["rules"])]
     assert role["metadata"]["namespace"] == "conflux-system"
     assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                               "verbs": ["get", "create", "update"]}]
-    [binding] = [obj for obj in objects if obj["kind"] == "RoleBinding"]
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    [binding] = [obj for obj in objects if obj["kind"] == "RoleBinding"
+                 and obj["roleRef"]["name"] == role["metadata"]["name"]]
     [cluster_role] = [obj for obj in objects if obj["kind"] == "ClusterRole"]
     assert all("leases" not in rule["resources"] for rule in cluster_role["rules"]), "no cluster-wide lease rights"
     single = render({"replicaCount": 1, "leaderElection": {"enabled": False}})
-    assert "Role" not in [obj["kind"] for obj in single]
+    assert not [obj for obj in single if obj["kind"] == "Role"
+                and any("leases" in rule["resources"] for rule in obj["rules"])], "no lease Role without election"
     [deployment] = [obj for obj in single if obj["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 1
 

@@ -37,6 +37,22 @@ use crate::{
 const NAMESPACE: &str = "prod";
 const NAME: &str = "cfx";
 
+fn spec(replicas: i32) -> ConfluxClusterSpec {
+    ConfluxClusterSpec {
+        replicas,
+        image: "ghcr.io/conflux/conflux".into(),
+        version: "0.1.0".into(),
+        storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+        ..ConfluxClusterSpec::default()
+    }
+}
+
+async fn create_cluster(clusters: &Api<ConfluxCluster>, spec: ConfluxClusterSpec) {
+    let mut cluster = ConfluxCluster::new(NAME, spec);
+    cluster.metadata.namespace = Some(NAMESPACE.into());
+    clusters.create(&PostParams::default(), &cluster).await.expect("cluster is created");
+}
+
 /// The in-memory Raft cluster: what each running pod's node reports.
 #[derive(Default)]
 struct FakeRaft {
@@ -232,6 +248,10 @@ pub(crate) async fn fake_kubernetes() -> kube::Client {
     let lease = swagger["definitions"]["io.k8s.api.coordination.v1.Lease"].clone();
     assert!(lease.is_object(), "the fixture has the Lease definition");
     swagger["definitions"]["io.k8s.coordination.v1.Lease"] = lease;
+    // kube-fake-client names a dotted group's definition by reversing the group
+    // (`io.k8s.networking.v1.NetworkPolicy`); Kubernetes names it `io.k8s.api.networking.v1...`.
+    swagger["definitions"]["io.k8s.networking.v1.NetworkPolicy"] =
+        swagger["definitions"]["io.k8s.api.networking.v1.NetworkPolicy"].clone();
     let path = std::env::temp_dir().join(format!(
         "conflux-operator-swagger-{}-{:?}.json",
         std::process::id(),
@@ -250,6 +270,7 @@ pub(crate) async fn fake_kubernetes() -> kube::Client {
         "/v1/Pod",
         "/v1/PersistentVolumeClaim",
         "policy/v1/PodDisruptionBudget",
+        "networking.k8s.io/v1/NetworkPolicy",
         "conflux.io/v1alpha1/ConfluxCluster",
         "coordination.k8s.io/v1/Lease",
     ] {
@@ -273,20 +294,13 @@ struct Harness {
 
 impl Harness {
     async fn new(replicas: i32) -> Harness {
+        Harness::with_spec(spec(replicas)).await
+    }
+
+    async fn with_spec(spec: ConfluxClusterSpec) -> Harness {
         let client = fake_kubernetes().await;
         let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
-        let mut cluster = ConfluxCluster::new(
-            NAME,
-            ConfluxClusterSpec {
-                replicas,
-                image: "ghcr.io/conflux/conflux".into(),
-                version: "0.1.0".into(),
-                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
-                ..ConfluxClusterSpec::default()
-            },
-        );
-        cluster.metadata.namespace = Some(NAMESPACE.into());
-        clusters.create(&PostParams::default(), &cluster).await.expect("cluster is created");
+        create_cluster(&clusters, spec).await;
         let nodes = Arc::new(FakeNodes { raft: Mutex::new(FakeRaft::default()), clusters: clusters.clone() });
         let context = Arc::new(Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics")));
         let names = Names { cluster: NAME.into(), namespace: NAMESPACE.into(), tls: false };
@@ -330,15 +344,40 @@ impl Harness {
     }
 
     /// Plays the StatefulSet controller and the kubelet: pods (Ready, on their volume's node)
-    /// for every ordinal below the StatefulSet's replicas, none above.
+    /// for every ordinal below the StatefulSet's replicas, none above. Like the StatefulSet
+    /// controller, pods are owned by the StatefulSet, and so are the claims when its
+    /// `persistentVolumeClaimRetentionPolicy.whenDeleted` is `Delete`; without a StatefulSet
+    /// (the cluster was deleted) no node runs.
     async fn kubelet(&mut self) {
-        let replicas = u32::try_from(self.statefulset_replicas().await).unwrap_or(0);
-        let revision = self.publish_revision(replicas).await;
         let pods = self.api::<Pod>();
         let claims = self.api::<PersistentVolumeClaim>();
         let existing_claims: BTreeSet<String> =
             claims.list(&Default::default()).await.expect("list claims").items.iter().map(|c| c.name_any()).collect();
         self.disks.retain(|ordinal, _| existing_claims.contains(&self.names.volume_claim(*ordinal)));
+        let Some(sts) = self.api::<StatefulSet>().get_opt(NAME).await.expect("get statefulset") else {
+            self.nodes.raft().running.clear();
+            return;
+        };
+        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: NAME.into(),
+            uid: sts.metadata.uid.clone().expect("statefulset uid"),
+            ..Default::default()
+        };
+        let claims_owned = sts
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+            .and_then(|p| p.when_deleted.as_deref())
+            == Some("Delete");
+        for claim in &existing_claims {
+            let owners = if claims_owned { json!([owner]) } else { json!(null) };
+            let patch = json!({ "metadata": { "ownerReferences": owners } });
+            claims.patch(claim, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("claim owners");
+        }
+        let replicas = u32::try_from(self.statefulset_replicas().await).unwrap_or(0);
+        let revision = self.publish_revision(replicas).await;
         for ordinal in 0..replicas.max(self.disks.keys().max().map_or(0, |o| o + 1)) {
             let pod_name = self.names.pod(ordinal);
             let endpoint = self.names.peer_url(ordinal);
@@ -368,7 +407,12 @@ impl Harness {
                 let mut pod_labels = labels(NAME);
                 pod_labels.insert("controller-revision-hash".into(), revision.clone());
                 let pod = Pod {
-                    metadata: ObjectMeta { name: Some(pod_name), labels: Some(pod_labels), ..ObjectMeta::default() },
+                    metadata: ObjectMeta {
+                        name: Some(pod_name),
+                        labels: Some(pod_labels),
+                        owner_references: Some(vec![owner.clone()]),
+                        ..ObjectMeta::default()
+                    },
                     status: Some(PodStatus {
                         conditions: Some(vec![PodCondition {
                             type_: "Ready".into(),
@@ -906,4 +950,253 @@ async fn without_tls_no_certificates_are_made_and_members_speak_http() {
     }
     assert_eq!(harness.nodes.raft().trusted_ca, None);
     assert!(harness.nodes.raft().voters.values().all(|url| url.starts_with("http://")));
+}
+
+impl Harness {
+    /// `kubectl delete confluxcluster`: the garbage collector removes what the cluster owns
+    /// (the fake client cascades along owner references), then the kubelet stops the nodes.
+    async fn delete_cluster(&mut self) {
+        self.api::<ConfluxCluster>().delete(NAME, &DeleteParams::background()).await.expect("cluster deleted");
+        self.kubelet().await;
+    }
+
+    async fn claim_names(&self) -> Vec<String> {
+        let claims = self.api::<PersistentVolumeClaim>().list(&Default::default()).await.expect("claims");
+        claims.items.iter().map(|c| c.name_any()).collect()
+    }
+
+    async fn events(&self) -> Vec<(String, String)> {
+        let events = self.api::<k8s_openapi::api::events::v1::Event>().list(&Default::default()).await.expect("events");
+        events
+            .items
+            .iter()
+            .map(|e| (e.type_.clone().unwrap_or_default(), e.reason.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    async fn pod_template(&self) -> (ObjectMeta, k8s_openapi::api::core::v1::PodSpec) {
+        let sts = self.api::<StatefulSet>().get(NAME).await.expect("statefulset");
+        let template = sts.spec.expect("spec").template;
+        (template.metadata.unwrap_or_default(), template.spec.expect("pod spec"))
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_cluster_keeps_its_volumes_by_default() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    let sts = harness.api::<StatefulSet>().get(NAME).await.expect("statefulset");
+    let policy = sts.spec.and_then(|s| s.persistent_volume_claim_retention_policy).expect("retention policy");
+    assert_eq!(policy.when_deleted.as_deref(), Some("Retain"), "reclaimPolicy Delete no longer deletes them");
+    assert_eq!(policy.when_scaled.as_deref(), Some("Retain"), "scale-down volumes are the operator's");
+
+    harness.delete_cluster().await;
+    assert!(harness.api::<StatefulSet>().get_opt(NAME).await.expect("get").is_none(), "the workload is gone");
+    assert!(harness.api::<Pod>().list(&Default::default()).await.expect("pods").items.is_empty());
+    let mut kept = harness.claim_names().await;
+    kept.sort();
+    assert_eq!(kept, ["data-cfx-0", "data-cfx-1", "data-cfx-2"]);
+}
+
+#[tokio::test]
+async fn deleting_the_cluster_deletes_its_volumes_when_opted_in() {
+    let mut spec = spec(3);
+    spec.storage.delete_volumes_with_cluster = true;
+    let mut harness = Harness::with_spec(spec).await;
+    harness.settle(8).await;
+    let sts = harness.api::<StatefulSet>().get(NAME).await.expect("statefulset");
+    let policy = sts.spec.and_then(|s| s.persistent_volume_claim_retention_policy).expect("retention policy");
+    assert_eq!(policy.when_deleted.as_deref(), Some("Delete"));
+    assert_eq!(harness.claim_names().await.len(), 3);
+
+    harness.delete_cluster().await;
+    assert!(harness.claim_names().await.is_empty(), "the volumes went with the StatefulSet");
+}
+
+#[tokio::test]
+async fn a_cluster_created_again_with_the_same_name_adopts_its_kept_volumes_and_never_reinitializes() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    let disks = harness.disks.clone();
+    let voters: BTreeSet<NodeId> = harness.nodes.raft().voters.keys().copied().collect();
+    harness.delete_cluster().await;
+
+    create_cluster(&harness.api(), spec(3)).await;
+    harness.settle(6).await;
+
+    assert_eq!(harness.nodes.raft().inits, 1, "pod 0 was never initialized again");
+    assert_eq!(harness.disks, disks, "every pod came back on its own volume");
+    let cluster = harness.cluster().await;
+    let status = cluster.status.clone().expect("status");
+    assert_eq!(status.cluster_id.as_deref(), Some("c1"), "the cluster id was learned from the nodes");
+    assert_eq!(status.voters.iter().copied().collect::<BTreeSet<_>>(), voters, "the same members");
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!(condition(&cluster, "Available").0, "True");
+    assert!(harness.events().await.contains(&("Normal".into(), "Adopt".into())));
+}
+
+#[tokio::test]
+async fn a_token_secret_the_cluster_does_not_own_is_refused_and_no_pod_is_created() {
+    let harness = Harness::new(3).await;
+    let foreign = Secret {
+        metadata: ObjectMeta { name: Some("cfx-token".into()), ..ObjectMeta::default() },
+        data: Some(BTreeMap::from([("token".to_string(), k8s_openapi::ByteString(b"planted-by-someone".to_vec()))])),
+        ..Secret::default()
+    };
+    harness.api::<Secret>().create(&PostParams::default(), &foreign).await.expect("secret planted");
+    harness.reconcile_once().await;
+    harness.reconcile_once().await;
+
+    assert!(harness.api::<StatefulSet>().get_opt(NAME).await.expect("get").is_none(), "no pods");
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded"), ("True".into(), "ForeignTokenSecret".into()));
+    assert_eq!(cluster.status.and_then(|s| s.phase), Some(Phase::Degraded));
+    assert!(harness.events().await.contains(&("Warning".into(), "ForeignTokenSecret".into())));
+    let secret = harness.api::<Secret>().get("cfx-token").await.expect("secret");
+    assert_eq!(secret.data.expect("data").len(), 1, "the foreign Secret is not changed (no admin token added)");
+
+    // Once it is gone the operator makes its own and goes on.
+    harness.api::<Secret>().delete("cfx-token", &DeleteParams::default()).await.expect("deleted");
+    let mut harness = harness;
+    harness.settle(8).await;
+    let secret = harness.api::<Secret>().get("cfx-token").await.expect("secret");
+    assert_eq!(secret.metadata.owner_references.expect("owned")[0].kind, "ConfluxCluster");
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded"), ("False".into(), "AllHealthy".into()));
+    assert_eq!(harness.voters(), 3);
+}
+
+#[tokio::test]
+async fn the_network_policy_admits_members_and_the_operator_to_the_peer_port_and_clients_to_the_client_port() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let mut harness = Harness::new(3).await;
+    harness.settle(2).await;
+    let policy = harness.api::<NetworkPolicy>().get(NAME).await.expect("network policy");
+    assert_eq!(policy.metadata.owner_references.expect("owned")[0].kind, "ConfluxCluster");
+    let spec = policy.spec.expect("spec");
+    assert_eq!(spec.pod_selector.and_then(|s| s.match_labels), Some(labels(NAME)));
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let rules = spec.ingress.expect("ingress rules");
+    let port = |i: usize| rules[i].ports.as_ref().expect("ports")[0].port.clone();
+    assert_eq!((port(0), port(1)), (Some(IntOrString::Int(7001)), Some(IntOrString::Int(7000))));
+    let peer_sources = rules[0].from.clone().expect("peer sources");
+    assert_eq!(peer_sources.len(), 2, "members and the operator only: {peer_sources:?}");
+    assert_eq!(peer_sources[0].pod_selector.clone().and_then(|s| s.match_labels), Some(labels(NAME)));
+    assert!(peer_sources[0].namespace_selector.is_none(), "members: this namespace only");
+    let operator = &peer_sources[1];
+    let namespace = operator.namespace_selector.clone().and_then(|s| s.match_labels).expect("namespace selector");
+    assert_eq!(namespace["kubernetes.io/metadata.name"], "conflux-system");
+    let operator_labels = operator.pod_selector.clone().and_then(|s| s.match_labels).expect("operator pods");
+    assert_eq!(operator_labels["app.kubernetes.io/name"], "conflux-operator");
+    let client_sources = rules[1].from.clone().expect("client sources");
+    let client_label = client_sources[1].pod_selector.clone().and_then(|s| s.match_labels).expect("client pods");
+    assert_eq!(client_label, BTreeMap::from([("conflux.io/client".to_string(), NAME.to_string())]));
+
+    // Clients from anywhere, then no policy at all.
+    let anywhere = json!({ "spec": { "networkPolicy": { "clientFromAnywhere": true } } });
+    harness
+        .api::<ConfluxCluster>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&anywhere))
+        .await
+        .expect("patch");
+    harness.reconcile_once().await;
+    let policy = harness.api::<NetworkPolicy>().get(NAME).await.expect("network policy");
+    let rules = policy.spec.and_then(|s| s.ingress).expect("rules");
+    assert!(rules[1].from.is_none(), "the client port admits every source");
+    assert_eq!(rules[0].from.as_ref().map(Vec::len), Some(2), "the peer port stays closed");
+    let disabled = json!({ "spec": { "networkPolicy": { "enabled": false } } });
+    harness
+        .api::<ConfluxCluster>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&disabled))
+        .await
+        .expect("patch");
+    harness.reconcile_once().await;
+    assert!(harness.api::<NetworkPolicy>().get_opt(NAME).await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn pods_spread_across_hosts_and_zones_by_default() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(1).await;
+    let (_, pod) = harness.pod_template().await;
+    let anti = pod.affinity.and_then(|a| a.pod_anti_affinity).expect("default anti-affinity");
+    let preferred = anti.preferred_during_scheduling_ignored_during_execution.expect("preferred");
+    assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
+    assert_eq!(preferred[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
+    let selector = preferred[0].pod_affinity_term.label_selector.clone().and_then(|s| s.match_labels);
+    assert_eq!(selector, Some(labels(NAME)), "it avoids this cluster's own members");
+    let spread = pod.topology_spread_constraints.expect("default zone spread");
+    assert_eq!(
+        (spread[0].topology_key.as_str(), spread[0].when_unsatisfiable.as_str(), spread[0].max_skew),
+        ("topology.kubernetes.io/zone", "ScheduleAnyway", 1)
+    );
+    // Replacing the defaults: `placement::tests` drives the builder through every variant.
+}
+
+#[tokio::test]
+async fn pod_settings_pass_through_and_selector_labels_stay_the_operators() {
+    let mut spec = spec(1);
+    spec.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "registry".into() }]);
+    spec.scheduling.priority_class_name = Some("conflux-critical".into());
+    spec.scheduling.node_selector = Some(BTreeMap::from([("pool".to_string(), "config".to_string())]));
+    spec.pod_template = Some(crate::placement::PodTemplateOverrides {
+        labels: Some(BTreeMap::from([("team".to_string(), "platform".to_string())])),
+        annotations: Some(BTreeMap::from([
+            ("prometheus.io/scrape".to_string(), "false".to_string()),
+            ("example.com/owner".to_string(), "platform".to_string()),
+        ])),
+    });
+    let mut harness = Harness::with_spec(spec).await;
+    harness.settle(1).await;
+    let (metadata, pod) = harness.pod_template().await;
+    assert_eq!(pod.priority_class_name.as_deref(), Some("conflux-critical"));
+    assert_eq!(pod.node_selector.expect("node selector")["pool"], "config");
+    assert_eq!(pod.image_pull_secrets.expect("pull secrets")[0].name, "registry");
+    let pod_labels = metadata.labels.expect("labels");
+    assert_eq!(pod_labels["team"], "platform");
+    for (key, value) in labels(NAME) {
+        assert_eq!(pod_labels[&key], value, "selector label {key}");
+    }
+    let annotations = metadata.annotations.expect("annotations");
+    assert_eq!(annotations["prometheus.io/scrape"], "false", "the user's annotation wins");
+    assert_eq!(annotations["prometheus.io/port"], "7000");
+    assert_eq!(annotations["example.com/owner"], "platform");
+
+    // The API server refuses a selector label (CEL rule of the CRD).
+    let refused = json!({ "spec": { "podTemplate": { "labels": { "app.kubernetes.io/instance": "other" } } } });
+    let value = serde_json::to_value(refused["spec"]["podTemplate"].clone()).expect("json");
+    assert!(crate::placement::PodTemplateOverrides::validate_cel(&value, None).is_err());
+}
+
+#[tokio::test]
+async fn node_settings_reach_the_nodes_as_environment_and_a_change_rolls_the_pods() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    assert!(harness.restarts.is_empty());
+    let settings = json!({ "spec": { "node": {
+        "heartbeatIntervalMs": 100, "electionTimeoutMinMs": 600, "electionTimeoutMaxMs": 1200,
+        "requestTimeoutMs": 3000, "snapshotLogsSinceLast": 5000, "maxBodyBytes": 4194304 } } });
+    harness
+        .api::<ConfluxCluster>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&settings))
+        .await
+        .expect("patch");
+    harness.settle(10).await;
+
+    let (_, pod) = harness.pod_template().await;
+    let env: BTreeMap<String, Option<String>> =
+        pod.containers[0].env.clone().unwrap_or_default().into_iter().map(|e| (e.name, e.value)).collect();
+    for (name, value) in [
+        ("CONFLUX_HEARTBEAT_MS", "100"),
+        ("CONFLUX_ELECTION_TIMEOUT_MIN_MS", "600"),
+        ("CONFLUX_ELECTION_TIMEOUT_MAX_MS", "1200"),
+        ("CONFLUX_REQUEST_TIMEOUT_MS", "3000"),
+        ("CONFLUX_SNAPSHOT_LOGS", "5000"),
+        ("CONFLUX_MAX_BODY_BYTES", "4194304"),
+    ] {
+        assert_eq!(env.get(name).cloned().flatten().as_deref(), Some(value), "{name}");
+    }
+    assert!(!env.contains_key("CONFLUX_KEEP_LOGS"), "a setting not given keeps the node's default");
+    assert_eq!(harness.restarts, [2, 1, 0], "followers first, the leader last, like a version change");
+    assert_eq!(harness.voters(), 3);
 }

@@ -294,6 +294,44 @@ fn without_a_leader_nothing_changes() {
     check(situation, Action::Wait { reason: WaitReason::NoLeader });
 }
 
+/// A resource created again over its predecessor's volumes: no cluster id is recorded yet.
+fn recreated(replicas: u32) -> Situation {
+    let mut situation = cluster(replicas).voters(replicas);
+    situation.observed.cluster_id = None;
+    situation.observed.membership = None;
+    situation.observed.retained_volumes = (0..replicas).collect();
+    situation
+}
+
+#[test]
+fn a_recreated_resource_adopts_the_cluster_on_its_retained_volumes_and_never_initializes_pod_zero() {
+    check(recreated(3), Action::Adopt { cluster_id: CLUSTER.into() });
+    // Pod 0 answers uninitialized (its volume is new) but pod 2 kept the cluster: adopt it.
+    let mut pod_zero_fresh = recreated(3).fresh(0, 77);
+    pod_zero_fresh.observed.retained_volumes.remove(&0);
+    check(pod_zero_fresh, Action::Adopt { cluster_id: CLUSTER.into() });
+}
+
+#[test]
+fn pod_zero_is_not_initialized_while_a_retained_volume_has_not_answered() {
+    let mut waiting = recreated(3).fresh(0, 77).silent(1).silent(2);
+    waiting.observed.retained_volumes.remove(&0);
+    check(waiting, Action::Wait { reason: WaitReason::PodNotReady { ordinal: 1 } });
+    // Retained volumes that never held a cluster (it was never initialized) do not block it.
+    let mut blank = recreated(2).fresh(0, 77).fresh(1, 78);
+    blank.observed.statefulset_replicas = Some(2);
+    check(blank, Action::Bootstrap);
+}
+
+#[test]
+fn retained_volumes_of_two_clusters_are_never_merged() {
+    let mut mixed = recreated(3);
+    if let Some(node) = mixed.observed.pods.get_mut(&2).and_then(|pod| pod.node.as_mut()) {
+        node.cluster_id = Some("another".into());
+    }
+    check(mixed, Action::Wait { reason: WaitReason::ForeignCluster { ordinal: 2 } });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Property tests: the planner against a model cluster.
 
@@ -524,6 +562,7 @@ impl Model {
             removed: self.removed.clone(),
             bootstrap_in_progress: false,
             recorded_highest_member_ordinal: recorded,
+            retained_volumes: BTreeSet::new(),
         };
         (desired, observed)
     }
@@ -536,6 +575,7 @@ impl Model {
                 self.statefulset = *replicas;
                 self.start_pods();
             }
+            Action::Adopt { .. } => prop_assert!(false, "the model keeps no volume from an earlier resource"),
             Action::Bootstrap => {
                 prop_assert!(self.cluster_id.is_none() && self.voters.is_empty(), "bootstrap happens once");
                 let disk = self.disks.get_mut(&0).expect("pod 0 has a disk");
