@@ -37,6 +37,8 @@ use rand::{distributions::Alphanumeric, Rng};
 use serde_json::json;
 
 use crate::{
+    backup,
+    crd::backup::ConfluxBackup,
     crd::{
         condition, selector_string, ConfluxCluster, ConfluxClusterStatus, MemberRole, MemberStatus, NodeId, Operation,
         OperationKind, Phase,
@@ -47,8 +49,9 @@ use crate::{
         majority, plan, Action, Desired, MembershipView, NodeState, NodeView, Observed, PlannerConfig, PodView,
         RemovalReason, WaitReason,
     },
+    recovery,
     resources::{self, Names, ADMIN_TOKEN_KEY, TOKEN_KEY},
-    Error, Result,
+    restore, Error, Result,
 };
 
 /// The field manager of every server-side apply.
@@ -61,13 +64,20 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub planner: PlannerConfig,
+    /// The time schedules and records use; tests move it by hand.
+    pub clock: Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, nodes: Arc<dyn NodeAdmin>, metrics: Metrics) -> Context {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, nodes, metrics, recorder, planner: PlannerConfig::default() }
+        let clock: Arc<dyn Fn() -> jiff::Timestamp + Send + Sync> = Arc::new(jiff::Timestamp::now);
+        Context { client, nodes, metrics, recorder, planner: PlannerConfig::default(), clock }
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.clock)()
     }
 }
 
@@ -79,7 +89,15 @@ impl Context {
 pub async fn run(context: Arc<Context>) {
     let client = context.client.clone();
     let pods = watcher::Config::default().labels("app.kubernetes.io/managed-by=conflux-operator");
-    Controller::new(Api::<ConfluxCluster>::all(client.clone()), watcher::Config::default())
+    let backups = Controller::new(Api::<ConfluxBackup>::all(client.clone()), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(backup::reconcile, backup_error_policy, context.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::warn!(%error, "backup reconcile failed");
+            }
+        });
+    let clusters = Controller::new(Api::<ConfluxCluster>::all(client.clone()), watcher::Config::default())
         .owns(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
         .watches(Api::<Pod>::all(client), pods, |pod: Pod| {
             let namespace = pod.namespace()?;
@@ -92,8 +110,8 @@ pub async fn run(context: Arc<Context>) {
             if let Err(error) = result {
                 tracing::warn!(%error, "reconcile failed");
             }
-        })
-        .await;
+        });
+    futures::future::join(clusters, backups).await;
 }
 
 /// What kube-runtime calls for every change of a `ConfluxCluster` or an object it owns.
@@ -113,23 +131,29 @@ pub fn error_policy(cluster: Arc<ConfluxCluster>, error: &Error, context: Arc<Co
     Requeue::requeue(Duration::from_secs(5))
 }
 
-struct Reconciler<'a> {
-    cluster: &'a ConfluxCluster,
-    context: &'a Context,
-    names: Names,
-    namespace: String,
+fn backup_error_policy(backup: Arc<ConfluxBackup>, error: &Error, context: Arc<Context>) -> Requeue {
+    tracing::warn!(backup = %backup.name_any(), %error, "backup reconcile failed");
+    context.metrics.reconcile_failed(error.metric_label());
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+pub(crate) struct Reconciler<'a> {
+    pub(crate) cluster: &'a ConfluxCluster,
+    pub(crate) context: &'a Context,
+    pub(crate) names: Names,
+    pub(crate) namespace: String,
 }
 
 /// One pod as observed this round.
-struct SeenPod {
-    ordinal: u32,
+pub(crate) struct SeenPod {
+    pub(crate) ordinal: u32,
     ready: bool,
     up_to_date: bool,
-    status: Option<wire::ClusterStatus>,
+    pub(crate) status: Option<wire::ClusterStatus>,
 }
 
 impl Reconciler<'_> {
-    fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -174,6 +198,15 @@ impl Reconciler<'_> {
         self.apply(&resources::statefulset(self.cluster, statefulset_replicas.unwrap_or(0))).await?;
 
         let seen = self.observe_pods(&token, update_revision.as_deref()).await?;
+        if let Some(confirmed) = recovery::requested(self.cluster) {
+            return self.recover_from_quorum_loss(confirmed, &status, &seen, &token).await;
+        }
+        if status.cluster_id.is_some() && !self.cluster.spec.paused {
+            // A backup problem never holds up membership management.
+            if let Err(error) = backup::keep_schedule(self.context, self.cluster, &self.namespace).await {
+                self.event(EventType::Warning, "BackupScheduleFailed", error.to_string()).await;
+            }
+        }
         let volumes = self.observe_volumes().await?;
         let membership = self.leader_view(&seen);
         let observed = Observed {
@@ -194,13 +227,17 @@ impl Reconciler<'_> {
             volumes,
             membership,
             removed: status.removed_node_ids.iter().copied().collect(),
-            bootstrap_in_progress: status.operation.as_ref().is_some_and(|op| op.kind == OperationKind::Bootstrap),
+            bootstrap_in_progress: status
+                .operation
+                .as_ref()
+                .is_some_and(|op| matches!(op.kind, OperationKind::Bootstrap | OperationKind::Restore)),
             recorded_highest_member_ordinal: recorded_highest_member_ordinal(&self.names, &status),
         };
         let desired = Desired {
             replicas: u32::try_from(self.cluster.spec.replicas).unwrap_or(0),
             paused: self.cluster.spec.paused,
             reclaim_policy: self.cluster.spec.storage.reclaim_policy,
+            from_backup: self.from_backup().is_some(),
         };
         let action = plan(&desired, &observed, self.context.planner);
         tracing::info!(cluster = %self.names.cluster, ?action, "planned");
@@ -224,12 +261,22 @@ impl Reconciler<'_> {
                     if let Some(cluster_id) = note.cluster_id {
                         next.cluster_id = Some(cluster_id);
                     }
+                    if let Some(from) = note.restored_from {
+                        let message = format!("restored from {} at revision {}", from.location, from.revision);
+                        set_condition(&mut next, condition::RESTORED, true, "Restored", &message);
+                        next.restored_from = Some(from);
+                    }
                     next.operation = None;
                     self.write_status(&next).await?;
                     self.event(EventType::Normal, kind, note.message).await;
                     Ok(Requeue::requeue(Duration::from_secs(2)))
                 }
                 Err(error) => {
+                    if matches!(action, Action::Restore) {
+                        // No fallback to an empty cluster: the restore is retried, and says why.
+                        set_condition(&mut next, condition::RESTORED, false, "RestoreFailed", &error.to_string());
+                        self.write_status(&next).await?;
+                    }
                     self.event(EventType::Warning, &format!("{kind}Failed"), error.to_string()).await;
                     Err(error)
                 }
@@ -275,14 +322,7 @@ impl Reconciler<'_> {
                 }
             }
         };
-        let value = |key: &str| {
-            existing
-                .data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .map(|value| value.0.clone())
-                .or_else(|| existing.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
-        };
+        let value = |key: &str| resources::secret_value(&existing, key);
         value(TOKEN_KEY).ok_or_else(|| Error::InvalidTokenSecret { name: name.clone() })?;
         let admin = match value(ADMIN_TOKEN_KEY) {
             Some(bytes) => bytes,
@@ -397,6 +437,34 @@ impl Reconciler<'_> {
                 Ok(Outcome {
                     message: format!("initialized {} as cluster {cluster_id}", self.names.pod(0)),
                     cluster_id: Some(cluster_id),
+                    restored_from: None,
+                })
+            }
+            Action::Restore => {
+                let endpoint = nodes.endpoint(&self.names, 0);
+                let from = self.from_backup().ok_or(Error::NoBackupSource)?;
+                // Restored by an earlier attempt whose answer was lost: pod 0 already reports
+                // the new cluster (restore answers 409 on a node that is not pristine).
+                let already =
+                    observed.pods.get(&0).and_then(|pod| pod.node.as_ref()).and_then(|n| n.cluster_id.clone());
+                if let Some(cluster_id) = already {
+                    return Ok(Outcome {
+                        message: format!("{} was already restored as cluster {cluster_id}", self.names.pod(0)),
+                        cluster_id: Some(cluster_id),
+                        restored_from: None,
+                    });
+                }
+                let restored = restore::restore(self.context, &self.namespace, from, &endpoint, token).await?;
+                Ok(Outcome {
+                    message: format!(
+                        "restored {} from {} as cluster {} at revision {}",
+                        self.names.pod(0),
+                        restored.from.location,
+                        restored.rebuilt.cluster_id,
+                        restored.rebuilt.revision
+                    ),
+                    cluster_id: Some(restored.rebuilt.cluster_id),
+                    restored_from: Some(restored.from),
                 })
             }
             Action::AddLearners { members } => {
@@ -494,7 +562,7 @@ impl Reconciler<'_> {
         } else if wanted == 0 && observed.statefulset_replicas.unwrap_or(0) == 0 {
             Phase::Hibernated
         } else if observed.cluster_id.is_none() {
-            if matches!(action, Action::Bootstrap) {
+            if matches!(action, Action::Bootstrap | Action::Restore) {
                 Phase::Bootstrapping
             } else {
                 Phase::Pending
@@ -510,7 +578,7 @@ impl Reconciler<'_> {
         };
 
         let available_reason = if quorate && ready > 0 { "QuorumReady" } else { "NoQuorum" };
-        let conditions = vec![
+        let mut conditions = vec![
             condition(
                 previous,
                 condition::AVAILABLE,
@@ -547,6 +615,10 @@ impl Reconciler<'_> {
             ),
         ];
 
+        // Conditions other modules own (`Restored`, `QuorumLossRecovery`) are kept as they were.
+        let built: Vec<String> = conditions.iter().map(|c| c.type_.clone()).collect();
+        conditions.extend(previous.conditions.iter().filter(|c| !built.contains(&c.type_)).cloned());
+
         ConfluxClusterStatus {
             observed_generation: self.cluster.metadata.generation,
             phase: Some(phase),
@@ -569,11 +641,17 @@ impl Reconciler<'_> {
                 _ => None,
             },
             removed_node_ids: previous.removed_node_ids.clone(),
+            restored_from: previous.restored_from.clone(),
             conditions,
         }
     }
 
-    async fn write_status(&self, status: &ConfluxClusterStatus) -> Result<()> {
+    /// `spec.bootstrap.fromBackup`, when set.
+    fn from_backup(&self) -> Option<&crate::crd::backup::FromBackup> {
+        self.cluster.spec.bootstrap.as_ref()?.from_backup.as_ref()
+    }
+
+    pub(crate) async fn write_status(&self, status: &ConfluxClusterStatus) -> Result<()> {
         let mut value = serde_json::to_value(status).map_err(|source| Error::Serialize { what: "status", source })?;
         // A merge patch keeps absent keys: clear the optional ones explicitly.
         if let Some(object) = value.as_object_mut() {
@@ -587,12 +665,22 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-        let reference = self.cluster.object_ref(&());
-        if let Err(error) = self.context.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "publishing an event failed");
-        }
+    pub(crate) async fn event(&self, type_: EventType, reason: &str, note: String) {
+        publish_event(&self.context.recorder, &self.cluster.object_ref(&()), type_, reason, note).await;
+    }
+}
+
+/// Publishes an Event about `reference`; a failure is logged, never fatal.
+pub(crate) async fn publish_event(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+    if let Err(error) = recorder.publish(&event, reference).await {
+        tracing::warn!(%error, "publishing an event failed");
     }
 }
 
@@ -600,11 +688,12 @@ impl Reconciler<'_> {
 struct Outcome {
     message: String,
     cluster_id: Option<String>,
+    restored_from: Option<crate::crd::RestoredFrom>,
 }
 
 impl Outcome {
     fn said(message: String) -> Outcome {
-        Outcome { message, cluster_id: None }
+        Outcome { message, cluster_id: None, restored_from: None }
     }
 }
 
@@ -649,6 +738,7 @@ fn intent(action: &Action) -> Option<Operation> {
             operation(OperationKind::ShrinkStatefulSet, vec![], vec![], Some(*replicas))
         }
         Action::Bootstrap => operation(OperationKind::Bootstrap, vec![], vec![0], None),
+        Action::Restore => operation(OperationKind::Restore, vec![], vec![0], None),
         Action::AddLearners { members } => operation(
             OperationKind::AddLearners,
             members.iter().map(|m| m.1).collect(),
@@ -676,6 +766,7 @@ pub fn action_kind(action: &Action) -> &'static str {
     match action {
         Action::GrowStatefulSet { .. } => "GrowStatefulSet",
         Action::Bootstrap => "Bootstrap",
+        Action::Restore => "Restore",
         Action::AddLearners { .. } => "AddLearners",
         Action::PromoteVoters { .. } => "PromoteVoters",
         Action::RemoveMember { .. } => "RemoveMember",
@@ -761,6 +852,13 @@ fn recorded_highest_member_ordinal(names: &Names, status: &ConfluxClusterStatus)
         .filter(|m| m.node_id.is_some_and(|id| status.voters.contains(&id) || status.learners.contains(&id)))
         .filter_map(|m| m.pod.strip_prefix(&prefix)?.parse().ok())
         .max()
+}
+
+/// Sets (replaces) one condition of `status`.
+pub(crate) fn set_condition(status: &mut ConfluxClusterStatus, type_: &str, value: bool, reason: &str, message: &str) {
+    let new = condition(status, type_, value, reason, message);
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(new);
 }
 
 fn condition(previous: &ConfluxClusterStatus, type_: &str, status: bool, reason: &str, message: &str) -> Condition {

@@ -2,16 +2,24 @@
 //! `spec.replicas` without ever losing quorum. Modules in reading order: the resource (`crd`),
 //! the pure membership planner (`plan`), the pure object builders (`resources`), the seam to
 //! the nodes' admin API (`nodes`), the reconcile loop (`controller`) and its metrics (`metrics`).
+//! Day two: backup destinations (`destination`), the pure backup schedule (`schedule`), running
+//! `ConfluxBackup`s (`backup`), restoring a new cluster (`restore`) and quorum-loss recovery
+//! (`recovery`).
 //!
 //! **Architecture Invariant:** `plan` and `resources` do no IO; only `controller` talks to the
 //! Kubernetes API and only through `nodes` to Conflux nodes.
 
+pub mod backup;
 pub mod controller;
 pub mod crd;
+pub mod destination;
 pub mod metrics;
 pub mod nodes;
 pub mod plan;
+pub mod recovery;
 pub mod resources;
+pub mod restore;
+pub mod schedule;
 
 /// Everything a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,16 @@ pub enum Error {
     InvalidTokenSecret { name: String },
     #[error("serializing {what}: {source}")]
     Serialize { what: &'static str, source: serde_json::Error },
+    #[error("backup storage at {location}: {source}")]
+    Store { location: String, source: Box<object_store::Error> },
+    #[error("secret {secret} has no valid `{key}` key")]
+    MissingCredential { secret: String, key: &'static str },
+    #[error("ConfluxBackup {name} cannot be restored from: {reason}")]
+    BackupNotRestorable { name: String, reason: &'static str },
+    #[error("no backup destination: set spec.destination or the cluster's spec.backup.destination")]
+    NoDestination,
+    #[error("spec.bootstrap.fromBackup is not set")]
+    NoBackupSource,
 }
 
 impl Error {
@@ -43,6 +61,11 @@ impl Error {
             Error::MissingNamespace(_) => "missing_namespace",
             Error::InvalidTokenSecret { .. } => "invalid_token_secret",
             Error::Serialize { .. } => "serialize",
+            Error::Store { .. } => "store",
+            Error::MissingCredential { .. } => "missing_credential",
+            Error::BackupNotRestorable { .. } => "backup_not_restorable",
+            Error::NoDestination => "no_destination",
+            Error::NoBackupSource => "no_backup_source",
         }
     }
 }

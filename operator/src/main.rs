@@ -32,15 +32,19 @@ enum Command {
         #[arg(long, env = "CONFLUX_OPERATOR_LOG_JSON")]
         log_json: bool,
     },
-    /// Print the ConfluxCluster CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (ConfluxCluster, ConfluxBackup) as YAML.
+    Crd {
+        /// Print only this one (`ConfluxCluster` or `ConfluxBackup`), as the chart's `crds/` holds them.
+        #[arg(long, value_parser = ["ConfluxCluster", "ConfluxBackup"])]
+        kind: Option<String>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            let yaml = crd::crd_yaml().context("serializing the CRD")?;
+        Command::Crd { kind } => {
+            let yaml = crd::crd_yaml(kind.as_deref()).context("serializing the CRDs")?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes()).context("writing the CRD")
         }
         Command::Run { listen, log_json } => {

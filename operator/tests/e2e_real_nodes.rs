@@ -5,6 +5,8 @@
 //! fake client serves no watch). A client writes all along; after each scale step the voters
 //! equal the replicas and every acknowledged write is readable.
 //!
+//! `day_two.rs`: backup, delete, restore; quorum-loss recovery.
+//!
 //! Needs the node binary: `CONFLUX_BIN=/path/to/conflux cargo test --features e2e --test
 //! e2e_real_nodes` (built with `cargo build --bin conflux` at the repository root).
 
@@ -26,9 +28,9 @@ use conflux::{
 };
 use conflux_operator::{
     controller::{reconcile, Context},
-    crd::{labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec},
+    crd::{backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec},
     metrics::Metrics,
-    nodes::{HttpNodeAdmin, NodeAdmin},
+    nodes::{BackupBody, BackupTaken, HttpNodeAdmin, NodeAdmin, Rebuilt},
     resources::Names,
 };
 use futures::future::BoxFuture;
@@ -44,6 +46,9 @@ use kube::{
     ResourceExt,
 };
 use serde_json::json;
+
+#[path = "e2e_real_nodes/day_two.rs"]
+mod day_two;
 
 const NAMESPACE: &str = "e2e";
 const NAME: &str = "cfx";
@@ -107,6 +112,30 @@ impl NodeAdmin for LocalNodes {
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         self.http.remove_member(endpoint, token, node_id)
     }
+    fn backup<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<BackupTaken, ClientError>> {
+        self.http.backup(endpoint, token, out)
+    }
+    fn restore<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        body: BackupBody,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        self.http.restore(endpoint, token, body)
+    }
+    fn recover<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        cluster_id: &'a str,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        self.http.recover(endpoint, token, cluster_id)
+    }
     fn endpoint(&self, _names: &Names, ordinal: u32) -> String {
         self.url(ordinal)
     }
@@ -142,6 +171,8 @@ struct Harness {
     volumes: BTreeMap<u32, PathBuf>,
     volume_serial: u32,
     http: reqwest::Client,
+    /// Ordinals whose machine is down: their pods stay, their processes are not started.
+    down: BTreeSet<u32>,
 }
 
 fn binary() -> PathBuf {
@@ -157,6 +188,8 @@ impl Harness {
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<ConfluxCluster>()
             .with_status_subresource::<ConfluxCluster>()
+            .with_resource::<ConfluxBackup>()
+            .with_status_subresource::<ConfluxBackup>()
             .build()
             .await
             .expect("fake client");
@@ -186,6 +219,7 @@ impl Harness {
             volumes: BTreeMap::new(),
             volume_serial: 0,
             http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
+            down: BTreeSet::new(),
         }
     }
 
@@ -317,7 +351,7 @@ impl Harness {
                 // A deleted pod is a restarted process.
                 self.processes.remove(&ordinal);
             }
-            if !self.processes.contains_key(&ordinal) {
+            if !self.processes.contains_key(&ordinal) && !self.down.contains(&ordinal) {
                 self.spawn(ordinal, &tokens);
             }
             let ready = if self.ready(ordinal).await { "True" } else { "False" };

@@ -28,9 +28,12 @@ use serde_json::json;
 
 use crate::{
     controller::{reconcile, Context},
-    crd::{labels, ConfluxCluster, ConfluxClusterSpec, MemberRole, NodeId, OperationKind, Phase, StorageSpec},
+    crd::{
+        backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, MemberRole, NodeId, OperationKind, Phase,
+        StorageSpec,
+    },
     metrics::Metrics,
-    nodes::NodeAdmin,
+    nodes::{BackupBody, BackupTaken, NodeAdmin, Rebuilt},
     resources::Names,
 };
 
@@ -52,7 +55,19 @@ struct FakeRaft {
     /// What status said about the operation when each membership change arrived.
     intents_seen: Vec<(String, Option<OperationKind>, Vec<NodeId>)>,
     inits: usize,
+    /// Applied index per node (10 when not set).
+    applied: BTreeMap<NodeId, u64>,
+    /// What `GET /admin/backup` streams, and the endpoints it was read from.
+    backup_file: Vec<u8>,
+    backups_from: Vec<String>,
+    /// Bodies `POST /admin/restore` received.
+    restored: Vec<Vec<u8>>,
+    /// (endpoint, confirmed cluster id) of every `POST /admin/recover`.
+    recovers: Vec<(String, String)>,
 }
+
+/// What a backup file starts with; the fake node refuses anything else (`invalid_backup`).
+const BACKUP_MAGIC: &[u8] = b"CFXBACKUP";
 
 struct FakeNodes {
     raft: Mutex<FakeRaft>,
@@ -119,7 +134,7 @@ impl NodeAdmin for FakeNodes {
                 learners: if member { raft.learners.clone() } else { BTreeMap::new() },
                 last_log_index: 10,
                 committed_index: 10,
-                applied_index: 10,
+                applied_index: raft.applied.get(&id).copied().unwrap_or(10),
                 matched_index: leader
                     .then(|| raft.voters.keys().chain(raft.learners.keys()).map(|&id| (id, 10)).collect()),
             })
@@ -157,7 +172,8 @@ impl NodeAdmin for FakeNodes {
                 return Err(problem(422, "invalid_membership"));
             }
             raft.learners.insert(node_id, peer_url.to_string());
-            raft.cluster_of.insert(node_id, "c1".into());
+            let cluster = raft.leader.and_then(|leader| raft.cluster_of.get(&leader).cloned());
+            raft.cluster_of.insert(node_id, cluster.unwrap_or_else(|| "c1".into()));
             Ok(wire::LearnerResult { node_id, caught_up: true, matched_index: 10 })
         })
     }
@@ -202,6 +218,81 @@ impl NodeAdmin for FakeNodes {
             Ok(wire::Membership { voters: raft.voters.clone(), learners: raft.learners.clone(), log_index: 12 })
         })
     }
+
+    fn backup<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<BackupTaken, ClientError>> {
+        Box::pin(async move {
+            let id = self.answering(endpoint)?;
+            let (file, cluster_id) = {
+                let mut raft = self.raft();
+                raft.backups_from.push(endpoint.to_string());
+                (raft.backup_file.clone(), raft.cluster_of.get(&id).cloned().unwrap_or_default())
+            };
+            // In two writes, as a stream arrives.
+            let (head, tail) = file.split_at(file.len() / 2);
+            for part in [head, tail] {
+                tokio::io::AsyncWriteExt::write_all(out, part)
+                    .await
+                    .map_err(|e| ClientError::Unexpected { status: 0, body: e.to_string() })?;
+            }
+            Ok(BackupTaken { cluster_id, revision: 42, bytes: file.len() as u64, sha256: format!("{:x}", file.len()) })
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        body: BackupBody,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("restore").await;
+            let id = self.answering(endpoint)?;
+            let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(body)
+                .await
+                .map_err(|e| ClientError::Unexpected { status: 0, body: e.to_string() })?;
+            let file = chunks.concat();
+            let mut raft = self.raft();
+            if raft.cluster_of.contains_key(&id) {
+                return Err(problem(409, "not_pristine"));
+            }
+            if !file.starts_with(BACKUP_MAGIC) {
+                return Err(problem(400, "invalid_backup"));
+            }
+            raft.restored.push(file);
+            raft.cluster_of.insert(id, "c2".into());
+            raft.voters.insert(id, endpoint.to_string());
+            raft.leader = Some(id);
+            Ok(Rebuilt { node_id: id, cluster_id: "c2".into(), revision: 43 })
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        cluster_id: &'a str,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("recover").await;
+            let id = self.answering(endpoint)?;
+            let mut raft = self.raft();
+            raft.recovers.push((endpoint.to_string(), cluster_id.to_string()));
+            if raft.cluster_of.get(&id).map(String::as_str) != Some(cluster_id) {
+                return Err(problem(409, "wrong_cluster"));
+            }
+            // The survivor keeps what it applied and alone forms a new cluster.
+            raft.cluster_of.insert(id, "c9".into());
+            raft.voters = BTreeMap::from([(id, endpoint.to_string())]);
+            raft.learners.clear();
+            raft.leader = Some(id);
+            Ok(Rebuilt { node_id: id, cluster_id: "c9".into(), revision: 77 })
+        })
+    }
 }
 
 /// kube-fake-client with OpenAPI validation of every kind the operator writes, including the
@@ -215,6 +306,9 @@ async fn fake_kubernetes() -> kube::Client {
     let crd = serde_json::to_value(ConfluxCluster::crd()).expect("crd serializes");
     let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
     swagger["definitions"]["io.conflux.v1alpha1.ConfluxCluster"] = schema;
+    let crd = serde_json::to_value(ConfluxBackup::crd()).expect("crd serializes");
+    swagger["definitions"]["io.conflux.v1alpha1.ConfluxBackup"] =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
     let path = std::env::temp_dir().join(format!(
         "conflux-operator-swagger-{}-{:?}.json",
         std::process::id(),
@@ -224,6 +318,8 @@ async fn fake_kubernetes() -> kube::Client {
     let mut builder = kube_fake_client::ClientBuilder::new()
         .with_resource::<ConfluxCluster>()
         .with_status_subresource::<ConfluxCluster>()
+        .with_resource::<ConfluxBackup>()
+        .with_status_subresource::<ConfluxBackup>()
         .with_schema_validation_file(&path)
         .expect("schema file loads");
     for gvk in [
@@ -234,6 +330,7 @@ async fn fake_kubernetes() -> kube::Client {
         "/v1/PersistentVolumeClaim",
         "policy/v1/PodDisruptionBudget",
         "conflux.io/v1alpha1/ConfluxCluster",
+        "conflux.io/v1alpha1/ConfluxBackup",
     ] {
         builder = builder.with_validation_for(gvk).expect("definition exists");
     }
@@ -251,26 +348,42 @@ struct Harness {
     /// Ordinals that had a pod at least once, and pods recreated after the operator deleted them.
     started: BTreeSet<u32>,
     restarts: Vec<u32>,
+    /// The operator's clock (`Context::clock`).
+    now: Arc<Mutex<jiff::Timestamp>>,
+}
+
+/// The cluster every harness starts from.
+fn test_cluster(replicas: i32) -> ConfluxCluster {
+    let mut cluster = ConfluxCluster::new(
+        NAME,
+        ConfluxClusterSpec {
+            replicas,
+            image: "ghcr.io/conflux/conflux".into(),
+            version: "0.1.0".into(),
+            storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+            ..ConfluxClusterSpec::default()
+        },
+    );
+    cluster.metadata.namespace = Some(NAMESPACE.into());
+    cluster
 }
 
 impl Harness {
     async fn new(replicas: i32) -> Harness {
+        Harness::of(test_cluster(replicas)).await
+    }
+
+    /// A harness whose cluster is `cluster` (named `NAME` in `NAMESPACE`).
+    async fn of(cluster: ConfluxCluster) -> Harness {
         let client = fake_kubernetes().await;
         let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
-        let mut cluster = ConfluxCluster::new(
-            NAME,
-            ConfluxClusterSpec {
-                replicas,
-                image: "ghcr.io/conflux/conflux".into(),
-                version: "0.1.0".into(),
-                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
-                ..ConfluxClusterSpec::default()
-            },
-        );
-        cluster.metadata.namespace = Some(NAMESPACE.into());
         clusters.create(&PostParams::default(), &cluster).await.expect("cluster is created");
         let nodes = Arc::new(FakeNodes { raft: Mutex::new(FakeRaft::default()), clusters: clusters.clone() });
-        let context = Arc::new(Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics")));
+        let now = Arc::new(Mutex::new(jiff::Timestamp::now()));
+        let mut context = Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics"));
+        let clock = now.clone();
+        context.clock = Arc::new(move || *clock.lock().expect("clock lock"));
+        let context = Arc::new(context);
         let names = Names { cluster: NAME.into(), namespace: NAMESPACE.into() };
         Harness {
             client,
@@ -281,6 +394,7 @@ impl Harness {
             next_id: 100,
             started: BTreeSet::new(),
             restarts: Vec::new(),
+            now,
         }
     }
 
@@ -673,3 +787,6 @@ async fn a_bootstrap_whose_answer_was_lost_is_finished_after_pod_zero_was_unreac
     assert_eq!(status.phase, Some(Phase::Running));
     assert_eq!(harness.nodes.raft().inits, 0, "init is never repeated on an initialized node");
 }
+
+mod backup_restore;
+mod quorum_loss;
