@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod backup;
 pub mod configs;
 pub mod convert;
 pub mod hierarchy;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub service: Arc<Service>,
     pub auth: Arc<Authenticator>,
     pub max_body_bytes: usize,
+    /// The largest backup a restore accepts (`--max-snapshot-bytes`).
+    pub max_snapshot_bytes: u64,
 }
 
 async fn no_route(uri: Uri) -> ApiError {
@@ -128,6 +131,9 @@ pub fn admin_routes() -> Vec<Route> {
         route("/admin/learners", M::POST, Cluster(Manage), post(admin::add_learner)),
         route("/admin/voters", M::PUT, Cluster(Manage), put(admin::set_voters)),
         route("/admin/members/{id}", M::DELETE, Cluster(Manage), delete(admin::remove_member)),
+        route("/admin/backup", M::GET, Cluster(Manage), get(backup::backup)),
+        route("/admin/restore", M::POST, Cluster(Manage), post(backup::restore)),
+        route("/admin/recover", M::POST, Cluster(Manage), post(backup::recover)),
     ]
 }
 

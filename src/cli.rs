@@ -5,8 +5,10 @@
 //!
 //! This file defines the commands and dispatches them; `cli/configs.rs` (versions, diff,
 //! schema), `cli/releases.rs` (release, resolve), `cli/hierarchy.rs` (tenant, app, env, audit)
-//! run them, and `cli/output.rs` formats tables, times and JSON.
+//! run them, `cli/backup.rs` backs up, restores and recovers, and `cli/output.rs` formats
+//! tables, times and JSON.
 
+pub mod backup;
 pub mod configs;
 pub mod hierarchy;
 pub mod output;
@@ -246,6 +248,43 @@ pub enum Command {
         #[command(subcommand)]
         command: tokens::TokenCommand,
     },
+    /// Write a backup of a node's applied state to a file (admin API on the peer listener)
+    ///
+    /// The backup holds every tenant, app, env, config, version, schema, release, audit record
+    /// and token record at one revision, read from one consistent snapshot of the node. Any
+    /// member can be backed up, one that lost its quorum too. A summary (cluster id, revision,
+    /// size, sha256 of the file) is printed on standard error.
+    ///
+    /// Example:
+    ///   conflux backup --endpoint http://10.0.0.5:7001 --out conflux.backup
+    #[command(verbatim_doc_comment)]
+    Backup {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The file to write (`-`: standard output); written beside it first, renamed once whole.
+        #[arg(long)]
+        out: PathBuf,
+        /// First catch up with the leader, so the backup holds every change acknowledged before
+        /// it started (needs a quorum).
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Restore a backup into a pristine node, which becomes the single voter of a new cluster
+    ///
+    /// The node must have been started with --join and never initialized. It answers with the
+    /// new cluster's id; its revisions continue above the backup's. Add the other members as
+    /// for any cluster (cluster add-learner, cluster set-voters).
+    ///
+    /// Example:
+    ///   conflux restore --endpoint http://10.0.0.9:7001 --from conflux.backup
+    #[command(verbatim_doc_comment)]
+    Restore {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// The backup file (`-`: standard input).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Inspect and change cluster membership (admin API on the peer listener).
     Cluster {
         #[command(flatten)]
@@ -277,6 +316,21 @@ pub enum ClusterCommand {
     },
     /// Remove a learner or voter.
     Remove { node_id: NodeId },
+    /// After losing quorum, make this node the single voter of a new cluster
+    ///
+    /// A deliberate, last-resort action: the node keeps every change it had applied (entries
+    /// it had not applied are dropped) and founds a new cluster with a new id; the lost members
+    /// must never rejoin with their old data. Refused while the cluster still has a quorum.
+    /// Pick the survivor with the highest applied_index (cluster status).
+    ///
+    /// Example:
+    ///   conflux cluster recover --endpoint http://10.0.0.5:7001 --confirm 5f3c…
+    #[command(verbatim_doc_comment)]
+    Recover {
+        /// The id of the cluster this node belongs to now (cluster status shows it).
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 /// The token a command sends: from `--token-file`, else `$CONFLUX_TOKEN`, else the bootstrap admin
@@ -476,6 +530,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::App { target, command } => hierarchy::app(&target.client()?, command).await?,
         Command::Env { target, command } => hierarchy::env(&target.client()?, command).await?,
         Command::Token { target, command } => tokens::token(&target.client()?, command).await?,
+        Command::Backup { target, out, linearizable } => backup::backup(&target.client()?, &out, linearizable).await?,
+        Command::Restore { target, from } => print_json(&backup::restore(&target.client()?, &from).await?)?,
         Command::Cluster { target, command } => {
             let client = target.client()?;
             match command {
@@ -491,6 +547,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 ClusterCommand::SetVoters { voters } => print_json(&client.set_voters(voters).await?)?,
                 ClusterCommand::Remove { node_id } => print_json(&client.remove_member(node_id).await?)?,
+                ClusterCommand::Recover { confirm } => print_json(&client.recover(&confirm).await?)?,
             }
         }
     }

@@ -4,9 +4,11 @@
 //!
 //! The methods are split by area: configs and the admin API here, then `client/history.rs`
 //! (versions, diffs, schemas), `client/releases.rs` (releases and resolve) and
-//! `client/hierarchy.rs` (tenants, apps, envs, the audit log). The options types they take are
-//! all declared here.
+//! `client/hierarchy.rs` (tenants, apps, envs, the audit log), `client/backup.rs` (backup,
+//! restore, quorum-loss recovery). The options types they take are declared here, except
+//! `BackupOptions`.
 
+mod backup;
 mod hierarchy;
 mod history;
 mod releases;
@@ -21,6 +23,7 @@ use reqwest::{header, Method, StatusCode};
 
 use crate::wire::{self, NodeId};
 
+pub use backup::BackupOptions;
 pub use watch::{WatchSpec, Watcher};
 
 /// A failed call: the transport, a problem document from the node, or an unexpected answer.
@@ -39,6 +42,12 @@ pub enum ClientError {
     /// The CA file given to trust an https endpoint holds no PEM certificate.
     #[error("the CA file holds no PEM certificate")]
     NoCaCertificate,
+    /// What the node sent as a backup is not a whole, intact backup file.
+    #[error("invalid backup: {0}")]
+    Backup(#[from] crate::backup::BackupError),
+    /// Writing a backup to its destination failed.
+    #[error("writing the backup: {0}")]
+    Write(std::io::Error),
 }
 
 impl ClientError {

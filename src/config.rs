@@ -65,6 +65,7 @@ pub struct NodeConfig {
     #[arg(long, env = "CONFLUX_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Largest snapshot this node accepts from a leader, in bytes; chunks past it are refused.
+    /// Also the largest backup file a restore (`POST /admin/restore`) accepts.
     #[arg(long, env = "CONFLUX_MAX_SNAPSHOT_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
     pub max_snapshot_bytes: u64,
     /// Upper bound for one client write or linearizable read, in milliseconds.

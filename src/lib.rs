@@ -1,9 +1,10 @@
 //! Conflux: a distributed configuration center. One node = an HTTP API over a Raft (openraft)
 //! replicated state machine on RocksDB. See ARCHITECTURE.md for the map.
 //!
-//! Without the default `server` feature only [`wire`] and [`client`] are built: the typed client
+//! Without the default `server` feature only [`wire`], [`client`] and [`backup`] (the backup file format) are built: the typed client
 //! the operator uses, with no RocksDB or Raft in its dependency tree.
 
+pub mod backup;
 pub mod client;
 pub mod wire;
 

@@ -201,7 +201,12 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let limits = ServiceLimits { timeouts, write_queue: overload.write_queue() };
     let service = Service::new(raft.clone(), store, peers, limits, advertise_peer, committed_index, watchers);
 
-    let state = ApiState { service: service.clone(), auth, max_body_bytes: config.max_body_bytes };
+    let state = ApiState {
+        service: service.clone(),
+        auth,
+        max_body_bytes: config.max_body_bytes,
+        max_snapshot_bytes: config.max_snapshot_bytes,
+    };
     let limits = network::server::PeerLimits {
         body_bytes: config.peer_body_limit(),
         max_body_bytes: config.max_body_bytes,

@@ -2,6 +2,7 @@
 //! not it), linearizable and serializable reads, and the errors they can end in. The HTTP layer
 //! (`api`) calls only this; this never knows about status codes.
 
+pub mod backup;
 pub mod membership;
 pub mod read_barrier;
 pub mod resolve;
@@ -62,6 +63,15 @@ pub enum Error {
     /// Refused at once rather than queued: the node holds as much as its bounds allow.
     #[error("{0}")]
     Overloaded(String),
+    /// A recover named another cluster than the one this node belongs to.
+    #[error("this node belongs to cluster {local}, not {requested}; name its cluster to confirm")]
+    ClusterIdMismatch { local: String, requested: String },
+    /// A recover on a node that can still confirm reads with a quorum of its cluster.
+    #[error("this node's cluster still has a quorum; recover is only for a cluster that lost it")]
+    QuorumAvailable,
+    /// Something this node does not control right now is in the way; retrying may succeed.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<StoreError> for Error {
@@ -98,6 +108,8 @@ pub struct Service {
     pub watch: Arc<WatchHub>,
     reads: ReadBarrier,
     writes: WriteBatcher,
+    /// Held by a restore or recover: one at a time.
+    recovery: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -125,6 +137,7 @@ impl Service {
             watch,
             reads,
             writes,
+            recovery: Default::default(),
         })
     }
 

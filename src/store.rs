@@ -9,6 +9,7 @@
 //! earlier record is durable.
 
 mod apply;
+pub mod backup;
 pub mod feed;
 mod idempotency;
 pub mod keys;
@@ -25,7 +26,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub use apply::checksum;
 pub use log_store::LogStore;
 pub use reads::Page;
-pub use state_machine::StateMachineStore;
+pub use state_machine::{ArmedPlan, InstallPlan, StateMachineStore};
 pub use views::{ConfigView, LiveRelease, VersionBody};
 
 use crate::types::NodeId;
@@ -41,6 +42,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, source: bincode::Error },
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("the backup reader stopped before it read the state")]
+    BackupStopped,
+    #[error("refused to relabel the state at revision {applied} as revision {label}: a relabel must move it up")]
+    Relabel { applied: u64, label: u64 },
 }
 
 pub(crate) const CF_META: &str = "meta";
@@ -55,6 +60,7 @@ const ALL_CFS: [&str; 5] = [CF_META, CF_LOGS, CF_SM_META, CF_SM_DATA, CF_SNAPSHO
 pub struct Store {
     db: Arc<DB>,
     feed: Arc<feed::AppliedFeed>,
+    plan: Arc<state_machine::PlanSlot>,
 }
 
 /// Everything openraft needs from storage, built from one [`Store`].
@@ -79,7 +85,7 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
-        let store = Store { db: Arc::new(db), feed: Arc::default() };
+        let store = Store { db: Arc::new(db), feed: Arc::default(), plan: Arc::default() };
         match node_id {
             Some(id) => store.claim_node_id(id)?,
             None => store.ensure_node_id()?,
@@ -91,8 +97,14 @@ impl Store {
     pub fn raft_storage(&self) -> RaftStorage {
         RaftStorage {
             log_store: LogStore::new(self.db.clone()),
-            state_machine: StateMachineStore::new(self.db.clone(), self.feed.clone()),
+            state_machine: StateMachineStore::new(self.db.clone(), self.feed.clone(), self.plan.clone()),
         }
+    }
+
+    /// Arms `plan` for the install of its snapshot (see [`InstallPlan`]) until the returned
+    /// handle is dropped.
+    pub fn arm_install(&self, plan: InstallPlan) -> ArmedPlan {
+        ArmedPlan::arm(self.plan.clone(), plan)
     }
 
     /// Every apply of the state machine from now on: its revision and what it may have changed.

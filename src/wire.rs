@@ -573,3 +573,48 @@ pub struct WhoAmI {
     pub role: String,
     pub scope: String,
 }
+
+/// What `Client::backup` wrote: a backup file of one node's applied state (`GET /admin/backup`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// The cluster whose state the backup holds.
+    pub cluster_id: String,
+    /// The revision of that state: every change up to it is in the backup, none after it.
+    pub revision: u64,
+    /// The file's size in bytes.
+    pub bytes: u64,
+    /// sha256 of the whole file, in hex (what `sha256sum FILE` prints).
+    pub sha256: String,
+    /// When the node took the backup, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// `POST /admin/restore` answer: the node now leads a new cluster holding the backup's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreResult {
+    /// The restored node, the single voter of the new cluster.
+    pub node_id: NodeId,
+    /// The new cluster's id (never the backup's).
+    pub cluster_id: String,
+    /// The backup's revision; the new cluster's next change gets a higher one.
+    pub revision: u64,
+}
+
+/// `POST /admin/recover` body: the id of the cluster the node belongs to now, as confirmation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverRequest {
+    pub cluster_id: String,
+}
+
+/// `POST /admin/recover` answer: the node now leads a new single-voter cluster holding every
+/// change it had applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverResult {
+    /// The recovered node, the single voter of the new cluster.
+    pub node_id: NodeId,
+    /// The new cluster's id.
+    pub cluster_id: String,
+    /// The revision the kept state has in the new cluster: above every revision the old cluster
+    /// gave out through this node; the next change gets a higher one.
+    pub revision: u64,
+}

@@ -45,6 +45,8 @@ use rand::{distributions::Alphanumeric, Rng};
 use serde_json::json;
 
 use crate::{
+    backup,
+    crd::backup::ConfluxBackup,
     crd::{
         condition, selector_string, ConfluxCluster, ConfluxClusterStatus, MemberRole, MemberStatus, NodeId, Operation,
         OperationKind, Phase,
@@ -56,8 +58,9 @@ use crate::{
         majority, plan, Action, Desired, MembershipView, NodeState, NodeView, Observed, PlannerConfig, PodView,
         RemovalReason, WaitReason,
     },
+    recovery,
     resources::{self, Names, ADMIN_TOKEN_KEY, TOKEN_KEY},
-    tls, Error, Result,
+    restore, tls, Error, Result,
 };
 
 /// The field manager of every server-side apply.
@@ -78,7 +81,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub planner: PlannerConfig,
-    /// The time certificates are issued and renewed at; tests move it.
+    /// The time certificates, backup schedules and records use; tests move it.
     pub clock: Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>,
     /// Who the NetworkPolicies admit to the peer port besides the members.
     pub operator: OperatorPeers,
@@ -106,6 +109,10 @@ impl Context {
             operator,
         }
     }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.clock)()
+    }
 }
 
 /// Runs the controllers until the process is asked to stop: one over all namespaces when
@@ -117,11 +124,19 @@ impl Context {
 pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     let client = context.client.clone();
     if namespaces.is_empty() {
-        run_one(context, Api::all(client.clone()), Api::all(client.clone()), Api::all(client)).await;
+        run_one(
+            context,
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        )
+        .await;
     } else {
         let controllers = namespaces.iter().map(|namespace| {
             run_one(
                 context.clone(),
+                Api::namespaced(client.clone(), namespace),
                 Api::namespaced(client.clone(), namespace),
                 Api::namespaced(client.clone(), namespace),
                 Api::namespaced(client.clone(), namespace),
@@ -131,9 +146,24 @@ pub async fn run(context: Arc<Context>, namespaces: Vec<String>) {
     }
 }
 
-async fn run_one(context: Arc<Context>, clusters: Api<ConfluxCluster>, statefulsets: Api<StatefulSet>, pods: Api<Pod>) {
+/// The cluster and backup controllers over one scope (every namespace, or one).
+async fn run_one(
+    context: Arc<Context>,
+    clusters: Api<ConfluxCluster>,
+    backups: Api<ConfluxBackup>,
+    statefulsets: Api<StatefulSet>,
+    pods: Api<Pod>,
+) {
     let pod_watch = watcher::Config::default().labels("app.kubernetes.io/managed-by=conflux-operator");
-    Controller::new(clusters, watcher::Config::default())
+    let backups = Controller::new(backups, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(backup::reconcile, backup_error_policy, context.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::warn!(%error, "backup reconcile failed");
+            }
+        });
+    let clusters = Controller::new(clusters, watcher::Config::default())
         .owns(statefulsets, watcher::Config::default())
         .watches(pods, pod_watch, |pod: Pod| {
             let namespace = pod.namespace()?;
@@ -146,8 +176,8 @@ async fn run_one(context: Arc<Context>, clusters: Api<ConfluxCluster>, statefuls
             if let Err(error) = result {
                 tracing::warn!(%error, "reconcile failed");
             }
-        })
-        .await;
+        });
+    futures::future::join(clusters, backups).await;
 }
 
 /// What kube-runtime calls for every change of a `ConfluxCluster` or an object it owns.
@@ -167,23 +197,29 @@ pub fn error_policy(cluster: Arc<ConfluxCluster>, error: &Error, context: Arc<Co
     Requeue::requeue(Duration::from_secs(5))
 }
 
-struct Reconciler<'a> {
-    cluster: &'a ConfluxCluster,
-    context: &'a Context,
-    names: Names,
-    namespace: String,
+fn backup_error_policy(backup: Arc<ConfluxBackup>, error: &Error, context: Arc<Context>) -> Requeue {
+    tracing::warn!(backup = %backup.name_any(), %error, "backup reconcile failed");
+    context.metrics.reconcile_failed(error.metric_label());
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+pub(crate) struct Reconciler<'a> {
+    pub(crate) cluster: &'a ConfluxCluster,
+    pub(crate) context: &'a Context,
+    pub(crate) names: Names,
+    pub(crate) namespace: String,
 }
 
 /// One pod as observed this round.
-struct SeenPod {
-    ordinal: u32,
+pub(crate) struct SeenPod {
+    pub(crate) ordinal: u32,
     ready: bool,
     up_to_date: bool,
-    status: Option<wire::ClusterStatus>,
+    pub(crate) status: Option<wire::ClusterStatus>,
 }
 
 impl Reconciler<'_> {
-    fn api<K>(&self) -> Api<K>
+    pub(crate) fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -253,6 +289,15 @@ impl Reconciler<'_> {
         self.apply(&resources::statefulset(self.cluster, statefulset_replicas.unwrap_or(0))).await?;
 
         let seen = self.observe_pods(&token, update_revision.as_deref()).await?;
+        if let Some(confirmed) = recovery::requested(self.cluster) {
+            return self.recover_from_quorum_loss(confirmed, &status, &seen, &token).await;
+        }
+        if status.cluster_id.is_some() && !self.cluster.spec.paused {
+            // A backup problem never holds up membership management.
+            if let Err(error) = backup::keep_schedule(self.context, self.cluster, &self.namespace).await {
+                self.event(EventType::Warning, "BackupScheduleFailed", error.to_string()).await;
+            }
+        }
         let (volumes, retained_volumes) = self.observe_volumes().await?;
         let membership = self.leader_view(&seen);
         let observed = Observed {
@@ -274,7 +319,10 @@ impl Reconciler<'_> {
             retained_volumes,
             membership,
             removed: status.removed_node_ids.iter().copied().collect(),
-            bootstrap_in_progress: status.operation.as_ref().is_some_and(|op| op.kind == OperationKind::Bootstrap),
+            bootstrap_in_progress: status
+                .operation
+                .as_ref()
+                .is_some_and(|op| matches!(op.kind, OperationKind::Bootstrap | OperationKind::Restore)),
             recorded_highest_member_ordinal: recorded_highest_member_ordinal(&self.names, &status)
                 .or_else(|| self.reported_highest_member_ordinal(&status, &seen)),
         };
@@ -282,6 +330,7 @@ impl Reconciler<'_> {
             replicas: u32::try_from(self.cluster.spec.replicas).unwrap_or(0),
             paused: self.cluster.spec.paused,
             reclaim_policy: self.cluster.spec.storage.reclaim_policy,
+            from_backup: self.backup_to_restore().is_some(),
         };
         let action = plan(&desired, &observed, self.context.planner);
         tracing::info!(cluster = %self.names.cluster, ?action, "planned");
@@ -305,12 +354,22 @@ impl Reconciler<'_> {
                     if let Some(cluster_id) = note.cluster_id {
                         next.cluster_id = Some(cluster_id);
                     }
+                    if let Some(from) = note.restored_from {
+                        let message = format!("restored from {} at revision {}", from.location, from.revision);
+                        set_condition(&mut next, condition::RESTORED, true, "Restored", &message);
+                        next.restored_from = Some(from);
+                    }
                     next.operation = None;
                     self.write_status(&next).await?;
                     self.event(EventType::Normal, kind, note.message).await;
                     Ok(Requeue::requeue(Duration::from_secs(2)))
                 }
                 Err(error) => {
+                    if matches!(action, Action::Restore) {
+                        // No fallback to an empty cluster: the restore is retried, and says why.
+                        set_condition(&mut next, condition::RESTORED, false, "RestoreFailed", &error.to_string());
+                        self.write_status(&next).await?;
+                    }
                     self.event(EventType::Warning, &format!("{kind}Failed"), error.to_string()).await;
                     Err(error)
                 }
@@ -366,14 +425,7 @@ impl Reconciler<'_> {
         if !ours {
             return Ok(None);
         }
-        let value = |key: &str| {
-            existing
-                .data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .map(|value| value.0.clone())
-                .or_else(|| existing.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
-        };
+        let value = |key: &str| resources::secret_value(&existing, key);
         value(TOKEN_KEY).ok_or_else(|| Error::InvalidTokenSecret { name: name.clone() })?;
         let admin = match value(ADMIN_TOKEN_KEY) {
             Some(bytes) => bytes,
@@ -552,6 +604,34 @@ impl Reconciler<'_> {
                 Ok(Outcome {
                     message: format!("initialized {} as cluster {cluster_id}", self.names.pod(0)),
                     cluster_id: Some(cluster_id),
+                    restored_from: None,
+                })
+            }
+            Action::Restore => {
+                let endpoint = nodes.endpoint(&self.names, 0);
+                let from = self.backup_to_restore().ok_or(Error::NoBackupSource)?;
+                // Restored by an earlier attempt whose answer was lost: pod 0 already reports
+                // the new cluster (restore answers 409 on a node that is not pristine).
+                let already =
+                    observed.pods.get(&0).and_then(|pod| pod.node.as_ref()).and_then(|n| n.cluster_id.clone());
+                if let Some(cluster_id) = already {
+                    return Ok(Outcome {
+                        message: format!("{} was already restored as cluster {cluster_id}", self.names.pod(0)),
+                        cluster_id: Some(cluster_id),
+                        restored_from: None,
+                    });
+                }
+                let restored = restore::restore(self.context, &self.namespace, from, &endpoint, token).await?;
+                Ok(Outcome {
+                    message: format!(
+                        "restored {} from {} as cluster {} at revision {}",
+                        self.names.pod(0),
+                        restored.from.location,
+                        restored.rebuilt.cluster_id,
+                        restored.rebuilt.revision
+                    ),
+                    cluster_id: Some(restored.rebuilt.cluster_id),
+                    restored_from: Some(restored.from),
                 })
             }
             Action::Adopt { cluster_id } => Ok(Outcome {
@@ -559,6 +639,7 @@ impl Reconciler<'_> {
                     "adopted cluster {cluster_id} from the volumes kept by a deleted resource of this name"
                 ),
                 cluster_id: Some(cluster_id.clone()),
+                restored_from: None,
             }),
             Action::AddLearners { members } => {
                 let endpoint = leader_endpoint()?;
@@ -655,7 +736,7 @@ impl Reconciler<'_> {
         } else if wanted == 0 && observed.statefulset_replicas.unwrap_or(0) == 0 {
             Phase::Hibernated
         } else if observed.cluster_id.is_none() {
-            if matches!(action, Action::Bootstrap | Action::Adopt { .. }) {
+            if matches!(action, Action::Bootstrap | Action::Restore | Action::Adopt { .. }) {
                 Phase::Bootstrapping
             } else {
                 Phase::Pending
@@ -671,7 +752,7 @@ impl Reconciler<'_> {
         };
 
         let available_reason = if quorate && ready > 0 { "QuorumReady" } else { "NoQuorum" };
-        let conditions = vec![
+        let mut conditions = vec![
             condition(
                 previous,
                 condition::AVAILABLE,
@@ -708,6 +789,10 @@ impl Reconciler<'_> {
             ),
         ];
 
+        // Conditions other modules own (`Restored`, `QuorumLossRecovery`) are kept as they were.
+        let built: Vec<String> = conditions.iter().map(|c| c.type_.clone()).collect();
+        conditions.extend(previous.conditions.iter().filter(|c| !built.contains(&c.type_)).cloned());
+
         ConfluxClusterStatus {
             observed_generation: self.cluster.metadata.generation,
             phase: Some(phase),
@@ -730,11 +815,17 @@ impl Reconciler<'_> {
                 _ => None,
             },
             removed_node_ids: previous.removed_node_ids.clone(),
+            restored_from: previous.restored_from.clone(),
             conditions,
         }
     }
 
-    async fn write_status(&self, status: &ConfluxClusterStatus) -> Result<()> {
+    /// `spec.bootstrap.fromBackup`, when set.
+    fn backup_to_restore(&self) -> Option<&crate::crd::backup::FromBackup> {
+        self.cluster.spec.bootstrap.as_ref()?.from_backup.as_ref()
+    }
+
+    pub(crate) async fn write_status(&self, status: &ConfluxClusterStatus) -> Result<()> {
         let mut value = serde_json::to_value(status).map_err(|source| Error::Serialize { what: "status", source })?;
         // A merge patch keeps absent keys: clear the optional ones explicitly.
         if let Some(object) = value.as_object_mut() {
@@ -748,12 +839,22 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-        let reference = self.cluster.object_ref(&());
-        if let Err(error) = self.context.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "publishing an event failed");
-        }
+    pub(crate) async fn event(&self, type_: EventType, reason: &str, note: String) {
+        publish_event(&self.context.recorder, &self.cluster.object_ref(&()), type_, reason, note).await;
+    }
+}
+
+/// Publishes an Event about `reference`; a failure is logged, never fatal.
+pub(crate) async fn publish_event(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+    if let Err(error) = recorder.publish(&event, reference).await {
+        tracing::warn!(%error, "publishing an event failed");
     }
 }
 
@@ -761,11 +862,12 @@ impl Reconciler<'_> {
 struct Outcome {
     message: String,
     cluster_id: Option<String>,
+    restored_from: Option<crate::crd::RestoredFrom>,
 }
 
 impl Outcome {
     fn said(message: String) -> Outcome {
-        Outcome { message, cluster_id: None }
+        Outcome { message, cluster_id: None, restored_from: None }
     }
 }
 
@@ -811,6 +913,7 @@ fn intent(action: &Action) -> Option<Operation> {
         }
         Action::Bootstrap => operation(OperationKind::Bootstrap, vec![], vec![0], None),
         Action::Adopt { .. } => operation(OperationKind::Adopt, vec![], vec![], None),
+        Action::Restore => operation(OperationKind::Restore, vec![], vec![0], None),
         Action::AddLearners { members } => operation(
             OperationKind::AddLearners,
             members.iter().map(|m| m.1).collect(),
@@ -839,6 +942,7 @@ pub fn action_kind(action: &Action) -> &'static str {
         Action::GrowStatefulSet { .. } => "GrowStatefulSet",
         Action::Bootstrap => "Bootstrap",
         Action::Adopt { .. } => "Adopt",
+        Action::Restore => "Restore",
         Action::AddLearners { .. } => "AddLearners",
         Action::PromoteVoters { .. } => "PromoteVoters",
         Action::RemoveMember { .. } => "RemoveMember",
@@ -924,6 +1028,13 @@ fn recorded_highest_member_ordinal(names: &Names, status: &ConfluxClusterStatus)
         .filter(|m| m.node_id.is_some_and(|id| status.voters.contains(&id) || status.learners.contains(&id)))
         .filter_map(|m| m.pod.strip_prefix(&prefix)?.parse().ok())
         .max()
+}
+
+/// Sets (replaces) one condition of `status`.
+pub(crate) fn set_condition(status: &mut ConfluxClusterStatus, type_: &str, value: bool, reason: &str, message: &str) {
+    let new = condition(status, type_, value, reason, message);
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(new);
 }
 
 fn condition(previous: &ConfluxClusterStatus, type_: &str, status: bool, reason: &str, message: &str) -> Condition {

@@ -3,12 +3,17 @@
 //! the pure membership planner (`plan`), the pure object builders (`resources`), the seam to
 //! the nodes' admin API (`nodes`), the reconcile loop (`controller`) and its metrics (`metrics`);
 //! `tls` makes the members' certificates; `leader` elects the one replica that runs the loop.
+//! Day two: backup destinations (`destination`), the pure backup schedule (`schedule`), running
+//! `ConfluxBackup`s (`backup`), restoring a new cluster (`restore`) and quorum-loss recovery
+//! (`recovery`).
 //!
 //! **Architecture Invariant:** `plan` and `resources` do no IO; only `controller` talks to the
 //! Kubernetes API and only through `nodes` to Conflux nodes.
 
+pub mod backup;
 pub mod controller;
 pub mod crd;
+pub mod destination;
 pub mod leader;
 pub mod metrics;
 pub mod network_policy;
@@ -16,7 +21,10 @@ pub mod node_settings;
 pub mod nodes;
 pub mod placement;
 pub mod plan;
+pub mod recovery;
 pub mod resources;
+pub mod restore;
+pub mod schedule;
 pub mod tls;
 
 /// Everything a reconcile can fail with.
@@ -38,6 +46,16 @@ pub enum Error {
     Tls(#[from] tls::TlsError),
     #[error("serializing {what}: {source}")]
     Serialize { what: &'static str, source: serde_json::Error },
+    #[error("backup storage at {location}: {source}")]
+    Store { location: String, source: Box<object_store::Error> },
+    #[error("secret {secret} has no valid `{key}` key")]
+    MissingCredential { secret: String, key: &'static str },
+    #[error("ConfluxBackup {name} cannot be restored from: {reason}")]
+    BackupNotRestorable { name: String, reason: &'static str },
+    #[error("no backup destination: set spec.destination or the cluster's spec.backup.destination")]
+    NoDestination,
+    #[error("spec.bootstrap.fromBackup is not set")]
+    NoBackupSource,
 }
 
 impl Error {
@@ -52,6 +70,11 @@ impl Error {
             Error::InvalidTokenSecret { .. } => "invalid_token_secret",
             Error::Tls(_) => "tls",
             Error::Serialize { .. } => "serialize",
+            Error::Store { .. } => "store",
+            Error::MissingCredential { .. } => "missing_credential",
+            Error::BackupNotRestorable { .. } => "backup_not_restorable",
+            Error::NoDestination => "no_destination",
+            Error::NoBackupSource => "no_backup_source",
         }
     }
 }

@@ -45,8 +45,12 @@ enum Command {
         #[arg(long, env = "CONFLUX_OPERATOR_POD_LABELS", default_value = DEFAULT_OPERATOR_POD_LABELS)]
         operator_pod_labels: String,
     },
-    /// Print the ConfluxCluster CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions (ConfluxCluster, ConfluxBackup) as YAML.
+    Crd {
+        /// Print only this one (`ConfluxCluster` or `ConfluxBackup`), as the chart's `crds/` holds them.
+        #[arg(long, value_parser = ["ConfluxCluster", "ConfluxBackup"])]
+        kind: Option<String>,
+    },
 }
 
 /// Leader election among operator replicas (see `leader.rs`).
@@ -69,8 +73,8 @@ struct Election {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            let yaml = crd::crd_yaml().context("serializing the CRD")?;
+        Command::Crd { kind } => {
+            let yaml = crd::crd_yaml(kind.as_deref()).context("serializing the CRDs")?;
             std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes()).context("writing the CRD")
         }
         Command::Run { listen, log_json, election, watch_namespaces, operator_namespace, operator_pod_labels } => {

@@ -8,13 +8,36 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use conflux::{
     client::{Client, ClientError},
     wire,
 };
-use futures::future::BoxFuture;
+use futures::{future::BoxFuture, stream::BoxStream, TryStreamExt};
+use tokio::io::AsyncWrite;
 
 use crate::{crd::NodeId, resources::Names};
+
+/// What a node reports about a backup it streamed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupTaken {
+    pub cluster_id: String,
+    pub revision: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What a node reports after a restore or a quorum-loss recovery made it the single voter of a
+/// new cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub revision: u64,
+}
+
+/// A backup file on its way to a node, read from the object store chunk by chunk.
+pub type BackupBody = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// The admin calls the operator makes. `endpoint` is where the pod's admin API is reached.
 pub trait NodeAdmin: Send + Sync {
@@ -48,6 +71,28 @@ pub trait NodeAdmin: Send + Sync {
     /// The controller says so before each reconcile's calls. Harnesses whose nodes speak plain
     /// HTTP keep this default, which trusts nothing more.
     fn trust(&self, _names: &Names, _ca_pem: Option<&str>) {}
+    /// Streams a consistent backup of the node's applied state (`GET /admin/backup`) into `out`.
+    fn backup<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        out: &'a mut (dyn AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<BackupTaken, ClientError>>;
+    /// Makes a pristine node the single voter of a new cluster holding `body` (`POST /admin/restore`).
+    fn restore<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        body: BackupBody,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>>;
+    /// Makes a member of cluster `cluster_id` that lost its quorum the single voter of a new
+    /// cluster, keeping everything it applied (`POST /admin/recover`).
+    fn recover<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        cluster_id: &'a str,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>>;
 
     /// Where the admin API of the pod at `ordinal` is reached. In a cluster this is the peer URL
     /// the pod advertises; a test harness may map it elsewhere.
@@ -172,6 +217,52 @@ impl NodeAdmin for HttpNodeAdmin {
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         let client = self.client(endpoint, token);
         Box::pin(async move { client?.remove_member(node_id).await })
+    }
+
+    fn backup<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        out: &'a mut (dyn AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<BackupTaken, ClientError>> {
+        let client = self.client(endpoint, token);
+        Box::pin(async move {
+            let summary = client?.backup(out).await?;
+            Ok(BackupTaken {
+                cluster_id: summary.cluster_id,
+                revision: summary.revision,
+                bytes: summary.bytes,
+                sha256: summary.sha256,
+            })
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        body: BackupBody,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        let client = self.client(endpoint, token);
+        Box::pin(async move {
+            // The node client sends a restore as one body: the whole backup is held here.
+            let chunks: Vec<Bytes> = body.try_collect().await.map_err(ClientError::Write)?;
+            let result = client?.restore(chunks.concat()).await?;
+            Ok(Rebuilt { node_id: result.node_id, cluster_id: result.cluster_id, revision: result.revision })
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        cluster_id: &'a str,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        let client = self.client(endpoint, token);
+        Box::pin(async move {
+            let result = client?.recover(cluster_id).await?;
+            Ok(Rebuilt { node_id: result.node_id, cluster_id: result.cluster_id, revision: result.revision })
+        })
     }
 }
 

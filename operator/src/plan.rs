@@ -42,6 +42,8 @@ pub struct Desired {
     pub replicas: u32,
     pub paused: bool,
     pub reclaim_policy: ReclaimPolicy,
+    /// `spec.bootstrap.fromBackup` is set: pod 0 is restored, never initialized empty.
+    pub from_backup: bool,
 }
 
 /// The Raft state of one node as its admin status reports it.
@@ -156,6 +158,8 @@ pub enum Action {
     Bootstrap,
     /// Record this cluster id, which the pods on retained volumes report (no node changes).
     Adopt { cluster_id: String },
+    /// Restore pod 0 from `spec.bootstrap.fromBackup` as a one-voter cluster.
+    Restore,
     /// Add these (ordinal, node id) pairs as learners.
     AddLearners { members: Vec<(u32, NodeId)> },
     /// Make exactly this the voter set (adds caught-up learners, drops lost voters they replace).
@@ -366,12 +370,14 @@ fn plan_bootstrap(desired: &Desired, observed: &Observed) -> Action {
     if let Some(action) = plan_adoption(observed) {
         return action;
     }
+    // The first member starts from the backup when one is named; never empty instead.
+    let bootstrap = if desired.from_backup { Action::Restore } else { Action::Bootstrap };
     let node = observed.pods.get(&0).and_then(|pod| pod.node.as_ref());
     match node {
-        Some(node) if node.cluster_id.is_none() && node.state == NodeState::Uninitialized => Action::Bootstrap,
+        Some(node) if node.cluster_id.is_none() && node.state == NodeState::Uninitialized => bootstrap,
         // The recorded bootstrap reached the node but its answer was lost: finishing it reads the
         // cluster id back from pod 0.
-        Some(node) if node.cluster_id.is_some() && observed.bootstrap_in_progress => Action::Bootstrap,
+        Some(node) if node.cluster_id.is_some() && observed.bootstrap_in_progress => bootstrap,
         Some(node) if node.cluster_id.is_some() => Action::Wait { reason: WaitReason::ForeignCluster { ordinal: 0 } },
         _ => Action::Wait { reason: WaitReason::PodNotReady { ordinal: 0 } },
     }

@@ -114,6 +114,11 @@ impl Names {
         format!("{}-{ordinal}", self.cluster)
     }
 
+    /// The ordinal of one of this cluster's pods, from its name.
+    pub fn ordinal_of_pod(&self, pod: &str) -> Option<u32> {
+        pod.strip_prefix(&self.cluster)?.strip_prefix('-')?.parse().ok()
+    }
+
     pub fn volume_claim(&self, ordinal: u32) -> String {
         format!("{DATA_VOLUME}-{}", self.pod(ordinal))
     }
@@ -153,6 +158,16 @@ pub fn metadata(cluster: &ConfluxCluster, name: String) -> ObjectMeta {
         owner_references: Some(owner(cluster)),
         ..ObjectMeta::default()
     }
+}
+
+/// The value of `key` in a Secret's `data` (or `stringData`, which a fake API server may keep).
+pub fn secret_value(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|value| value.0.clone())
+        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).map(|s| s.clone().into_bytes()))
 }
 
 /// The Secret holding the cluster token and the bootstrap admin token; created once, never

@@ -7,6 +7,7 @@
 //!
 //! A second test deletes the `ConfluxCluster`, creates it again with the same name, and reads
 //! every key back from the same volumes.
+//! `day_two.rs`: backup, delete, restore; quorum-loss recovery.
 //!
 //! Needs the node binary: `CONFLUX_BIN=/path/to/conflux cargo test --features e2e --test
 //! e2e_real_nodes` (built with `cargo build --bin conflux` at the repository root).
@@ -29,9 +30,9 @@ use conflux::{
 };
 use conflux_operator::{
     controller::{reconcile, Context},
-    crd::{labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec},
+    crd::{backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec},
     metrics::Metrics,
-    nodes::{HttpNodeAdmin, NodeAdmin},
+    nodes::{BackupBody, BackupTaken, HttpNodeAdmin, NodeAdmin, Rebuilt},
     resources::Names,
 };
 use futures::future::BoxFuture;
@@ -47,6 +48,9 @@ use kube::{
     ResourceExt,
 };
 use serde_json::json;
+
+#[path = "e2e_real_nodes/day_two.rs"]
+mod day_two;
 
 const NAMESPACE: &str = "e2e";
 const NAME: &str = "cfx";
@@ -110,6 +114,30 @@ impl NodeAdmin for LocalNodes {
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         self.http.remove_member(endpoint, token, node_id)
     }
+    fn backup<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<BackupTaken, ClientError>> {
+        self.http.backup(endpoint, token, out)
+    }
+    fn restore<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        body: BackupBody,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        self.http.restore(endpoint, token, body)
+    }
+    fn recover<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+        cluster_id: &'a str,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        self.http.recover(endpoint, token, cluster_id)
+    }
     fn endpoint(&self, _names: &Names, ordinal: u32) -> String {
         self.url(ordinal)
     }
@@ -145,6 +173,8 @@ struct Harness {
     volumes: BTreeMap<u32, PathBuf>,
     volume_serial: u32,
     http: reqwest::Client,
+    /// Ordinals whose machine is down: their pods stay, their processes are not started.
+    down: BTreeSet<u32>,
 }
 
 async fn create_cluster(client: &kube::Client, replicas: i32) {
@@ -176,6 +206,8 @@ impl Harness {
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<ConfluxCluster>()
             .with_status_subresource::<ConfluxCluster>()
+            .with_resource::<ConfluxBackup>()
+            .with_status_subresource::<ConfluxBackup>()
             .build()
             .await
             .expect("fake client");
@@ -193,6 +225,7 @@ impl Harness {
             volumes: BTreeMap::new(),
             volume_serial: 0,
             http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
+            down: BTreeSet::new(),
         }
     }
 
@@ -332,7 +365,7 @@ impl Harness {
                 // A deleted pod is a restarted process.
                 self.processes.remove(&ordinal);
             }
-            if !self.processes.contains_key(&ordinal) {
+            if !self.processes.contains_key(&ordinal) && !self.down.contains(&ordinal) {
                 self.spawn(ordinal, &tokens);
             }
             let ready = if self.ready(ordinal).await { "True" } else { "False" };

@@ -1,4 +1,5 @@
-//! Admin API handlers (peer listener, cluster token required): status, bootstrap and membership.
+//! Admin API handlers (peer listener, cluster token required): status, bootstrap and membership
+//! (backup, restore and recover: `api/backup.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

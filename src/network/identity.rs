@@ -68,11 +68,35 @@ pub struct ClusterIdentity {
     cluster_id: RwLock<Option<String>>,
     token: String,
     store: Store,
+    /// Held shared by every inbound Raft call (append, vote, snapshot) while it runs, exclusively
+    /// while this node changes clusters (restore, recover): see [`ClusterIdentity::pause_peers`].
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl ClusterIdentity {
     pub fn load(store: Store, token: String) -> Result<ClusterIdentity, StoreError> {
-        Ok(ClusterIdentity { node_id: store.node_id()?, cluster_id: RwLock::new(store.cluster_id()?), token, store })
+        let cluster_id = RwLock::new(store.cluster_id()?);
+        Ok(ClusterIdentity { node_id: store.node_id()?, cluster_id, token, store, gate: Default::default() })
+    }
+
+    /// Held by an inbound Raft call from before its identity check until its answer.
+    pub async fn admit(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Waits (up to `within`) until no inbound Raft call is running and holds new ones back
+    /// until the guard is dropped: a cluster id changed under it ([`ClusterIdentity::fence`])
+    /// refuses every later call of the old cluster, and none is still in Raft. `None` when calls
+    /// still ran after `within`.
+    pub async fn pause_peers(&self, within: std::time::Duration) -> Option<tokio::sync::RwLockWriteGuard<'_, ()>> {
+        tokio::time::timeout(within, self.gate.write()).await.ok()
+    }
+
+    /// Changes the cluster id this node answers to, in memory only: restore and recover record
+    /// the new one durably with the state it belongs to (`store::InstallPlan`), and put the old
+    /// one back if they fail.
+    pub fn fence(&self, cluster_id: Option<String>) {
+        *self.cluster_id.write().unwrap_or_else(|p| p.into_inner()) = cluster_id;
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -116,9 +116,13 @@ impl RateLimitedLog {
 }
 
 async fn check_identity(State(state): State<PeerState>, request: Request, next: Next) -> Response {
+    let identity = state.service.peers.identity();
+    // A Raft call holds the gate until its answer: a node changing clusters waits for the ones
+    // already admitted. The other peer calls change no Raft state here.
+    let raft_call = [PATH_APPEND, PATH_VOTE, PATH_SNAPSHOT].contains(&request.uri().path());
+    let _admitted = if raft_call { Some(identity.admit().await) } else { None };
     let headers = request.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let identity = state.service.peers.identity();
     let token = identity.check_token(text(header::AUTHORIZATION.as_str()));
     let join = request.uri().path() == PATH_JOIN;
     let checked = if join {

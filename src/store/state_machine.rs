@@ -2,9 +2,13 @@
 //! and membership in one `WriteBatch` (the shared WAL makes it durable in log order). Snapshots are
 //! read through one RocksDB snapshot, so their metadata and data always agree, and installed with
 //! one synced `WriteBatch` that replaces the whole state, so a crash leaves old or new, never a mix.
+//!
+//! Restore and recover hand Raft a snapshot of their own (`service/backup.rs`); an
+//! [`InstallPlan`] armed for that snapshot's id makes its install also record the new cluster id
+//! in the same batch, and (recover) keep the local data, only relabelling it.
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -14,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::apply::{EntryApplier, Overlay};
 use super::feed::{Applied, AppliedFeed, Touched};
-use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
+use super::{decode, encode, keys, Store, StoreError, CF_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
 use crate::command::{CommandBatch, CommandResponse};
 use crate::types::{typ, TypeConfig};
 
@@ -23,6 +27,61 @@ use crate::types::{typ, TypeConfig};
 pub struct StateMachineStore {
     db: Arc<DB>,
     feed: Arc<AppliedFeed>,
+    plan: Arc<PlanSlot>,
+}
+
+/// How the state machine installs one particular snapshot, which the node hands Raft itself
+/// (restore, recover) rather than receiving it from a leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallPlan {
+    /// The snapshot it is for; any other snapshot is installed as usual.
+    pub snapshot_id: String,
+    /// Recorded in the install's batch: a crash leaves the old cluster id with the old state, or
+    /// the new one with the new state.
+    pub cluster_id: String,
+    /// Keep the data the state machine holds (recover) instead of the snapshot's (which is then
+    /// empty), relabelled with the snapshot's last log id and membership.
+    pub keep_local_data: bool,
+}
+
+/// Where an armed [`InstallPlan`] waits for its install.
+#[derive(Debug, Default)]
+pub struct PlanSlot(Mutex<Option<InstallPlan>>);
+
+impl PlanSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<InstallPlan>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The plan armed for `snapshot_id`, taken out of the slot.
+    fn take_for(&self, snapshot_id: &str) -> Option<InstallPlan> {
+        self.lock().take_if(|plan| plan.snapshot_id == snapshot_id)
+    }
+}
+
+/// An armed [`InstallPlan`]; dropping it disarms the plan if no install took it.
+pub struct ArmedPlan {
+    slot: Arc<PlanSlot>,
+    snapshot_id: String,
+}
+
+impl ArmedPlan {
+    pub(super) fn arm(slot: Arc<PlanSlot>, plan: InstallPlan) -> ArmedPlan {
+        let snapshot_id = plan.snapshot_id.clone();
+        *slot.lock() = Some(plan);
+        ArmedPlan { slot, snapshot_id }
+    }
+
+    /// Whether the state machine took the plan: its snapshot reached the install.
+    pub fn taken(&self) -> bool {
+        self.slot.lock().as_ref().is_none_or(|plan| plan.snapshot_id != self.snapshot_id)
+    }
+}
+
+impl Drop for ArmedPlan {
+    fn drop(&mut self) {
+        let _ = self.slot.take_for(&self.snapshot_id);
+    }
 }
 
 /// What a snapshot's bytes hold: every key and value of the state-machine data.
@@ -47,8 +106,8 @@ fn write_err(e: impl std::error::Error + 'static) -> typ::StorageError {
 }
 
 impl StateMachineStore {
-    pub(super) fn new(db: Arc<DB>, feed: Arc<AppliedFeed>) -> Self {
-        StateMachineStore { db, feed }
+    pub(super) fn new(db: Arc<DB>, feed: Arc<AppliedFeed>, plan: Arc<PlanSlot>) -> Self {
+        StateMachineStore { db, feed, plan }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -60,22 +119,59 @@ impl StateMachineStore {
         raw.map(|r| decode("snapshot", &r)).transpose()
     }
 
-    /// Replaces the whole state with a snapshot's, atomically and durably.
-    fn install(&self, meta: &typ::SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
-        let payload: SnapshotPayload = decode("snapshot payload", &data)?;
+    /// Replaces the whole state with a snapshot's, atomically and durably; with a plan, also
+    /// records its cluster id, and (`keep_local_data`) keeps the data, relabelled.
+    fn install(&self, meta: &typ::SnapshotMeta, data: Vec<u8>, plan: Option<InstallPlan>) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.cf(CF_SM_DATA), keys::SM_DATA_START, keys::SM_DATA_END);
-        for (key, value) in payload.pairs {
-            batch.put_cf(self.cf(CF_SM_DATA), key, value);
-        }
+        let data = match &plan {
+            Some(plan) if plan.keep_local_data => self.relabel(meta)?,
+            _ => {
+                let payload: SnapshotPayload = decode("snapshot payload", &data)?;
+                batch.delete_range_cf(self.cf(CF_SM_DATA), keys::SM_DATA_START, keys::SM_DATA_END);
+                for (key, value) in payload.pairs {
+                    batch.put_cf(self.cf(CF_SM_DATA), key, value);
+                }
+                data
+            }
+        };
         batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&meta.last_log_id));
         batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&meta.last_membership));
+        if let Some(plan) = &plan {
+            batch.put_cf(self.cf(CF_META), keys::CLUSTER_ID, plan.cluster_id.as_bytes());
+        }
         let stored = StoredSnapshot { meta: meta.clone(), data };
         batch.put_cf(self.cf(CF_SNAPSHOT), keys::CURRENT_SNAPSHOT, encode(&stored));
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         self.db.write_opt(batch, &sync)?;
         Ok(())
+    }
+
+    /// The payload of the data held now, to become the snapshot labelled `meta`. Runs on the
+    /// state machine's task, so no apply can slip in between; refuses a label that is not above
+    /// everything applied (revisions would be given out twice).
+    fn relabel(&self, meta: &typ::SnapshotMeta) -> Result<Vec<u8>, StoreError> {
+        let view = self.db.snapshot();
+        let applied: Option<typ::LogId> = view
+            .get_cf(self.cf(CF_SM_META), keys::LAST_APPLIED)?
+            .map(|r| decode("last applied", &r))
+            .transpose()?
+            .flatten();
+        let (applied, label) = (applied.map_or(0, |l| l.index), meta.last_log_id.map_or(0, |l| l.index));
+        if label <= applied {
+            return Err(StoreError::Relabel { applied, label });
+        }
+        Ok(encode(&SnapshotPayload { pairs: self.pairs(&view)? }))
+    }
+
+    /// Every key and value of the state-machine data, as `view` sees them.
+    fn pairs(&self, view: &rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut pairs = Vec::new();
+        for item in view.iterator_cf(self.cf(CF_SM_DATA), rocksdb::IteratorMode::Start) {
+            let (key, value) = item?;
+            pairs.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(pairs)
     }
 
     /// Builds a snapshot from one consistent RocksDB view and makes it current.
@@ -91,11 +187,7 @@ impl StateMachineStore {
             .map(|r| decode("membership", &r))
             .transpose()?
             .unwrap_or_default();
-        let mut pairs = Vec::new();
-        for item in view.iterator_cf(self.cf(CF_SM_DATA), rocksdb::IteratorMode::Start) {
-            let (key, value) = item?;
-            pairs.push((key.into_vec(), value.into_vec()));
-        }
+        let pairs = self.pairs(&view)?;
         drop(view);
         let data = encode(&SnapshotPayload { pairs });
         let micros = std::time::SystemTime::now()
@@ -213,7 +305,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let this = self.clone();
         let owned_meta = meta.clone();
         let data = snapshot.into_inner();
-        let installed = tokio::task::spawn_blocking(move || this.install(&owned_meta, data))
+        let plan = self.plan.take_for(&meta.snapshot_id);
+        let installed = tokio::task::spawn_blocking(move || this.install(&owned_meta, data, plan))
             .await
             .map_err(|e| typ::StorageError::from(typ::StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
         installed.map_err(|e| typ::StorageIOError::write_snapshot(Some(meta.signature()), &e))?;

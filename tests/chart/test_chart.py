@@ -63,8 +63,8 @@ def documents(text: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def crd() -> dict:
-    [definition] = documents((MANIFESTS / "crd.yaml").read_text())
+def crd(kind: str = "ConfluxCluster") -> dict:
+    [definition] = [d for d in documents((MANIFESTS / "crd.yaml").read_text()) if d["spec"]["names"]["kind"] == kind]
     return definition
 
 
@@ -253,7 +253,10 @@ def test_rbac_names_every_verb_and_resource_without_wildcards():
                    ("", "persistentvolumeclaims", "delete"), ("", "secrets", "create"),
                    ("policy", "poddisruptionbudgets", "patch"), ("events.k8s.io", "events", "create"),
                    ("", "secrets", "update"), ("cert-manager.io", "certificates", "patch"),
-                   ("networking.k8s.io", "networkpolicies", "patch"), ("networking.k8s.io", "networkpolicies", "delete")]:
+                   ("networking.k8s.io", "networkpolicies", "patch"), ("networking.k8s.io", "networkpolicies", "delete"),
+                   ("conflux.io", "confluxbackups", "watch"), ("conflux.io", "confluxbackups", "create"),
+                   ("conflux.io", "confluxbackups", "delete"), ("conflux.io", "confluxbackups/status", "patch"),
+                   ("conflux.io", "confluxclusters", "patch")]:
         assert needed in granted, needed
     assert ("", "secrets", "list") not in granted, "the operator never lists secrets"
 
@@ -306,10 +309,12 @@ def test_replicas_elect_a_leader_on_a_lease_they_may_only_touch_in_their_namespa
     assert deployment["spec"]["replicas"] == 1
 
 
-def test_chart_crd_is_the_generated_crd():
-    [chart_crd] = helm.Chart.load(CHART).crds
-    assert chart_crd["name"] == "crds/confluxclusters.conflux.io.yaml"
-    assert (CHART / chart_crd["name"]).read_text() == (MANIFESTS / "crd.yaml").read_text()
+def test_chart_crds_are_the_generated_crds():
+    chart_crds = sorted(c["name"] for c in helm.Chart.load(CHART).crds)
+    assert chart_crds == ["crds/confluxbackups.conflux.io.yaml", "crds/confluxclusters.conflux.io.yaml"]
+    for name, kind in [(chart_crds[0], "ConfluxBackup"), (chart_crds[1], "ConfluxCluster")]:
+        [chart_crd] = documents((CHART / name).read_text())
+        assert chart_crd == crd(kind)
 
 
 def test_plain_manifests_equal_the_rendered_chart():
@@ -335,6 +340,15 @@ def test_crd_offers_scale_and_status_subresources_and_printer_columns():
         "labelSelectorPath": ".status.selector"}
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
     assert columns == ["Replicas", "Ready", "Leader", "Phase", "Age"]
+
+
+def test_backup_crd_is_namespaced_with_status_and_printer_columns():
+    backup = crd("ConfluxBackup")
+    assert backup["spec"]["scope"] == "Namespaced" and backup["spec"]["names"]["shortNames"] == ["cfxbackup"]
+    version = backup["spec"]["versions"][0]
+    assert "status" in version["subresources"]
+    columns = [column["name"] for column in version["additionalPrinterColumns"]]
+    assert columns == ["Cluster", "Phase", "Revision", "Size", "Age"]
 
 
 def test_example_cluster_validates_against_the_crd_schema_and_bad_ones_do_not():

@@ -49,6 +49,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["conflux.io"]
   resources: ["confluxclusters/status"]
   verbs: ["get", "patch"]
+# Quorum-loss recovery removes its annotation once acted on.
+- apiGroups: ["conflux.io"]
+  resources: ["confluxclusters"]
+  verbs: ["patch"]
+# Backups: run on-demand ones, create scheduled ones, delete expired ones; write their status.
+- apiGroups: ["conflux.io"]
+  resources: ["confluxbackups"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["conflux.io"]
+  resources: ["confluxbackups/status"]
+  verbs: ["get", "patch"]
 # Owned workload, applied with server-side apply; watched for changes.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]

@@ -28,9 +28,12 @@ use serde_json::json;
 
 use crate::{
     controller::{reconcile, Context},
-    crd::{labels, ConfluxCluster, ConfluxClusterSpec, MemberRole, NodeId, OperationKind, Phase, StorageSpec},
+    crd::{
+        backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, MemberRole, NodeId, OperationKind, Phase,
+        StorageSpec,
+    },
     metrics::Metrics,
-    nodes::NodeAdmin,
+    nodes::{BackupBody, BackupTaken, NodeAdmin, Rebuilt},
     resources::Names,
 };
 
@@ -72,7 +75,19 @@ struct FakeRaft {
     lost_removals: usize,
     /// The CA the controller last said the members' certificates come from.
     trusted_ca: Option<String>,
+    /// Applied index per node (10 when not set).
+    applied: BTreeMap<NodeId, u64>,
+    /// What `GET /admin/backup` streams, and the endpoints it was read from.
+    backup_file: Vec<u8>,
+    backups_from: Vec<String>,
+    /// Bodies `POST /admin/restore` received.
+    restored: Vec<Vec<u8>>,
+    /// (endpoint, confirmed cluster id) of every `POST /admin/recover`.
+    recovers: Vec<(String, String)>,
 }
+
+/// What a backup file starts with; the fake node refuses anything else (`invalid_backup`).
+const BACKUP_MAGIC: &[u8] = b"CFXBACKUP";
 
 struct FakeNodes {
     raft: Mutex<FakeRaft>,
@@ -144,7 +159,7 @@ impl NodeAdmin for FakeNodes {
                 learners: if member { raft.learners.clone() } else { BTreeMap::new() },
                 last_log_index: 10,
                 committed_index: 10,
-                applied_index: 10,
+                applied_index: raft.applied.get(&id).copied().unwrap_or(10),
                 matched_index: leader
                     .then(|| raft.voters.keys().chain(raft.learners.keys()).map(|&id| (id, 10)).collect()),
             })
@@ -182,7 +197,8 @@ impl NodeAdmin for FakeNodes {
                 return Err(problem(422, "invalid_membership"));
             }
             raft.learners.insert(node_id, peer_url.to_string());
-            raft.cluster_of.insert(node_id, "c1".into());
+            let cluster = raft.leader.and_then(|leader| raft.cluster_of.get(&leader).cloned());
+            raft.cluster_of.insert(node_id, cluster.unwrap_or_else(|| "c1".into()));
             Ok(wire::LearnerResult { node_id, caught_up: true, matched_index: 10 })
         })
     }
@@ -231,6 +247,81 @@ impl NodeAdmin for FakeNodes {
             Ok(wire::Membership { voters: raft.voters.clone(), learners: raft.learners.clone(), log_index: 12 })
         })
     }
+
+    fn backup<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        out: &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> BoxFuture<'a, Result<BackupTaken, ClientError>> {
+        Box::pin(async move {
+            let id = self.answering(endpoint)?;
+            let (file, cluster_id) = {
+                let mut raft = self.raft();
+                raft.backups_from.push(endpoint.to_string());
+                (raft.backup_file.clone(), raft.cluster_of.get(&id).cloned().unwrap_or_default())
+            };
+            // In two writes, as a stream arrives.
+            let (head, tail) = file.split_at(file.len() / 2);
+            for part in [head, tail] {
+                tokio::io::AsyncWriteExt::write_all(out, part)
+                    .await
+                    .map_err(|e| ClientError::Unexpected { status: 0, body: e.to_string() })?;
+            }
+            Ok(BackupTaken { cluster_id, revision: 42, bytes: file.len() as u64, sha256: format!("{:x}", file.len()) })
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        body: BackupBody,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("restore").await;
+            let id = self.answering(endpoint)?;
+            let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(body)
+                .await
+                .map_err(|e| ClientError::Unexpected { status: 0, body: e.to_string() })?;
+            let file = chunks.concat();
+            let mut raft = self.raft();
+            if raft.cluster_of.contains_key(&id) {
+                return Err(problem(409, "not_pristine"));
+            }
+            if !file.starts_with(BACKUP_MAGIC) {
+                return Err(problem(400, "invalid_backup"));
+            }
+            raft.restored.push(file);
+            raft.cluster_of.insert(id, "c2".into());
+            raft.voters.insert(id, endpoint.to_string());
+            raft.leader = Some(id);
+            Ok(Rebuilt { node_id: id, cluster_id: "c2".into(), revision: 43 })
+        })
+    }
+
+    fn recover<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+        cluster_id: &'a str,
+    ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("recover").await;
+            let id = self.answering(endpoint)?;
+            let mut raft = self.raft();
+            raft.recovers.push((endpoint.to_string(), cluster_id.to_string()));
+            if raft.cluster_of.get(&id).map(String::as_str) != Some(cluster_id) {
+                return Err(problem(409, "wrong_cluster"));
+            }
+            // The survivor keeps what it applied and alone forms a new cluster.
+            raft.cluster_of.insert(id, "c9".into());
+            raft.voters = BTreeMap::from([(id, endpoint.to_string())]);
+            raft.learners.clear();
+            raft.leader = Some(id);
+            Ok(Rebuilt { node_id: id, cluster_id: "c9".into(), revision: 77 })
+        })
+    }
 }
 
 /// kube-fake-client with OpenAPI validation of every kind the operator writes, including the
@@ -252,6 +343,9 @@ pub(crate) async fn fake_kubernetes() -> kube::Client {
     // (`io.k8s.networking.v1.NetworkPolicy`); Kubernetes names it `io.k8s.api.networking.v1...`.
     swagger["definitions"]["io.k8s.networking.v1.NetworkPolicy"] =
         swagger["definitions"]["io.k8s.api.networking.v1.NetworkPolicy"].clone();
+    let crd = serde_json::to_value(ConfluxBackup::crd()).expect("crd serializes");
+    swagger["definitions"]["io.conflux.v1alpha1.ConfluxBackup"] =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
     let path = std::env::temp_dir().join(format!(
         "conflux-operator-swagger-{}-{:?}.json",
         std::process::id(),
@@ -261,6 +355,8 @@ pub(crate) async fn fake_kubernetes() -> kube::Client {
     let mut builder = kube_fake_client::ClientBuilder::new()
         .with_resource::<ConfluxCluster>()
         .with_status_subresource::<ConfluxCluster>()
+        .with_resource::<ConfluxBackup>()
+        .with_status_subresource::<ConfluxBackup>()
         .with_schema_validation_file(&path)
         .expect("schema file loads");
     for gvk in [
@@ -273,6 +369,7 @@ pub(crate) async fn fake_kubernetes() -> kube::Client {
         "networking.k8s.io/v1/NetworkPolicy",
         "conflux.io/v1alpha1/ConfluxCluster",
         "coordination.k8s.io/v1/Lease",
+        "conflux.io/v1alpha1/ConfluxBackup",
     ] {
         builder = builder.with_validation_for(gvk).expect("definition exists");
     }
@@ -290,19 +387,39 @@ struct Harness {
     /// Ordinals that had a pod at least once, and pods recreated after the operator deleted them.
     started: BTreeSet<u32>,
     restarts: Vec<u32>,
+    /// The operator's clock (`Context::clock`).
+    now: Arc<Mutex<jiff::Timestamp>>,
+}
+
+/// The cluster every harness starts from.
+fn test_cluster(replicas: i32) -> ConfluxCluster {
+    let mut cluster = ConfluxCluster::new(NAME, spec(replicas));
+    cluster.metadata.namespace = Some(NAMESPACE.into());
+    cluster
 }
 
 impl Harness {
     async fn new(replicas: i32) -> Harness {
-        Harness::with_spec(spec(replicas)).await
+        Harness::of(test_cluster(replicas)).await
     }
 
     async fn with_spec(spec: ConfluxClusterSpec) -> Harness {
+        let mut cluster = ConfluxCluster::new(NAME, spec);
+        cluster.metadata.namespace = Some(NAMESPACE.into());
+        Harness::of(cluster).await
+    }
+
+    /// A harness whose cluster is `cluster` (named `NAME` in `NAMESPACE`).
+    async fn of(cluster: ConfluxCluster) -> Harness {
         let client = fake_kubernetes().await;
         let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
-        create_cluster(&clusters, spec).await;
+        clusters.create(&PostParams::default(), &cluster).await.expect("cluster is created");
         let nodes = Arc::new(FakeNodes { raft: Mutex::new(FakeRaft::default()), clusters: clusters.clone() });
-        let context = Arc::new(Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics")));
+        let now = Arc::new(Mutex::new(jiff::Timestamp::now()));
+        let mut context = Context::new(client.clone(), nodes.clone(), Metrics::new().expect("metrics"));
+        let clock = now.clone();
+        context.clock = Arc::new(move || *clock.lock().expect("clock lock"));
+        let context = Arc::new(context);
         let names = Names { cluster: NAME.into(), namespace: NAMESPACE.into(), tls: false };
         Harness {
             client,
@@ -313,6 +430,7 @@ impl Harness {
             next_id: 100,
             started: BTreeSet::new(),
             restarts: Vec::new(),
+            now,
         }
     }
 
@@ -1200,3 +1318,5 @@ async fn node_settings_reach_the_nodes_as_environment_and_a_change_rolls_the_pod
     assert_eq!(harness.restarts, [2, 1, 0], "followers first, the leader last, like a version change");
     assert_eq!(harness.voters(), 3);
 }
+mod backup_restore;
+mod quorum_loss;

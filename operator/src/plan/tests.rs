@@ -24,7 +24,7 @@ struct Situation {
 
 fn cluster(replicas: u32) -> Situation {
     Situation {
-        desired: Desired { replicas, paused: false, reclaim_policy: ReclaimPolicy::Delete },
+        desired: Desired { replicas, paused: false, reclaim_policy: ReclaimPolicy::Delete, from_backup: false },
         observed: Observed {
             cluster_id: Some(CLUSTER.into()),
             membership: Some(MembershipView { last_log_index: 100, ..MembershipView::default() }),
@@ -152,6 +152,37 @@ fn an_interrupted_bootstrap_is_finished_not_repeated_elsewhere() {
     resumed.observed.membership = None;
     resumed.observed.bootstrap_in_progress = true;
     check(resumed, Action::Bootstrap);
+}
+
+#[test]
+fn a_cluster_from_a_backup_restores_pod_zero_and_never_initializes_it_empty() {
+    let mut new = cluster(3);
+    new.desired.from_backup = true;
+    new.observed = Observed::default();
+    check(new, Action::GrowStatefulSet { replicas: 3 });
+
+    let mut fresh = cluster(3);
+    fresh.desired.from_backup = true;
+    fresh.observed = Observed { statefulset_replicas: Some(3), ..Observed::default() };
+    let mut fresh = fresh.fresh(0, 41).fresh(1, 42);
+    fresh.observed.cluster_id = None;
+    fresh.observed.membership = None;
+    check(fresh, Action::Restore);
+
+    // Interrupted after the node took the backup: finished as a restore, not an init.
+    let mut resumed = cluster(3).pod(0, 7, NodeState::Leader).sts(3);
+    resumed.desired.from_backup = true;
+    resumed.observed.cluster_id = None;
+    resumed.observed.membership = None;
+    resumed.observed.bootstrap_in_progress = true;
+    check(resumed, Action::Restore);
+
+    // Pod 0 not answering yet: wait, whatever the source.
+    let mut waiting = cluster(3).sts(3);
+    waiting.desired.from_backup = true;
+    waiting.observed.cluster_id = None;
+    waiting.observed.membership = None;
+    check(waiting, Action::Wait { reason: WaitReason::PodNotReady { ordinal: 0 } });
 }
 
 #[test]
@@ -518,7 +549,12 @@ impl Model {
     }
 
     fn observe(&self) -> (Desired, Observed) {
-        let desired = Desired { replicas: self.replicas, paused: false, reclaim_policy: ReclaimPolicy::Delete };
+        let desired = Desired {
+            replicas: self.replicas,
+            paused: false,
+            reclaim_policy: ReclaimPolicy::Delete,
+            from_backup: false,
+        };
         let pods = (0..self.statefulset)
             .filter(|&ordinal| self.running(ordinal))
             .map(|ordinal| {
@@ -587,6 +623,7 @@ impl Model {
                 self.matched.insert(id, self.last_log);
                 self.leader = Some(id);
             }
+            Action::Restore => prop_assert!(false, "a restore without spec.bootstrap.fromBackup"),
             Action::AddLearners { members } => {
                 for &(ordinal, id) in members {
                     prop_assert!(!self.removed.contains(&id), "removed id {} rejoins", id);

@@ -1,0 +1,267 @@
+//! Day two with real nodes: a `ConfluxBackup` into a local-filesystem object store, the cluster
+//! deleted, a new one restored from it with `spec.bootstrap.fromBackup` (every key, version,
+//! release and audit record compared); and quorum loss: two of three members gone, the
+//! annotation, every write the survivor had applied kept and the cluster back to three members.
+
+use std::{sync::Arc, time::Duration};
+
+use conflux::{
+    client::{AuditQuery, Client, Page, PutOptions},
+    wire,
+};
+use conflux_operator::{
+    backup,
+    crd::{
+        backup::{
+            BackupDestination, BackupPhase, BootstrapSpec, ConfluxBackup, ConfluxBackupSpec, FromBackup,
+            LocalDestination,
+        },
+        ConfluxCluster, ConfluxClusterSpec, StorageSpec,
+    },
+    recovery,
+};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{PersistentVolumeClaim, Pod, Secret},
+};
+use kube::{
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    ResourceExt,
+};
+use serde_json::json;
+
+use super::{reconcile, Harness, NAME, NAMESPACE};
+
+const KEYS: usize = 1000;
+
+fn key(i: usize) -> String {
+    format!("k{i:04}")
+}
+
+/// One config as read back: name, content, version, version history and release.
+type ConfigState = (String, Vec<u8>, u64, Vec<wire::VersionInfo>, wire::Release);
+
+/// Everything a restore must bring back, read through the client API.
+#[derive(Debug, PartialEq)]
+struct Contents {
+    configs: Vec<ConfigState>,
+    audit: Vec<wire::AuditEntry>,
+}
+
+/// 1,000 configs; every second one has two versions, every tenth one a published release.
+async fn write_history(client: &Client) {
+    for i in 0..KEYS {
+        let name = key(i);
+        let path = ["e2e", "app", "prod", name.as_str()];
+        let options = || PutOptions { format: Some("text"), if_match: None };
+        client.put(path, format!("v1 of {name}").into_bytes(), options()).await.expect("write v1");
+        if i % 2 == 0 {
+            client.put(path, format!("v2 of {name}").into_bytes(), options()).await.expect("write v2");
+        }
+        if i % 10 == 0 {
+            let current = client.get_release(path).await.expect("release").number;
+            let publish = wire::Publish { version: 1, message: Some("pin v1".into()) };
+            client.publish_release(path, &publish, current).await.expect("publish");
+        }
+    }
+}
+
+async fn read_contents(client: &Client) -> Contents {
+    let mut configs = Vec::with_capacity(KEYS);
+    for i in 0..KEYS {
+        let name = key(i);
+        let path = ["e2e", "app", "prod", name.as_str()];
+        let config = client.get(path, false).await.expect("read").expect("config exists");
+        let versions = client.versions(path, &Page::default()).await.expect("versions").items;
+        let release = client.get_release(path).await.expect("release");
+        configs.push((name, config.content, config.version, versions, release));
+    }
+    let mut audit = Vec::new();
+    let mut page = Page { limit: Some(1000), cursor: None };
+    loop {
+        let answer = client.audit("e2e", &AuditQuery::default(), &page).await.expect("audit");
+        audit.extend(answer.items);
+        match answer.next_cursor {
+            Some(cursor) => page.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    Contents { configs, audit }
+}
+
+impl Harness {
+    fn admin_client(&self, ordinal: u32, token: &str) -> Client {
+        let addr = self.addresses.lock().expect("addresses").client[&ordinal];
+        Client::new(&format!("http://{addr}"), Some(token.to_string()))
+    }
+
+    /// `kubectl delete confluxcluster` with every volume gone too: processes, data directories,
+    /// and (the fake API server has no garbage collector) the owned objects.
+    async fn delete_everything(&mut self) {
+        self.processes.clear();
+        for (_, dir) in std::mem::take(&mut self.volumes) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        *self.addresses.lock().expect("addresses") = Default::default();
+        let params = DeleteParams::default();
+        self.api::<ConfluxCluster>().delete(NAME, &params).await.expect("delete cluster");
+        let _ = self.api::<StatefulSet>().delete(NAME, &params).await;
+        let _ = self.api::<Secret>().delete(&format!("{NAME}-token"), &params).await;
+        for pod in self.api::<Pod>().list(&Default::default()).await.expect("pods").items {
+            let _ = self.api::<Pod>().delete(&pod.name_any(), &params).await;
+        }
+        for claim in self.api::<PersistentVolumeClaim>().list(&Default::default()).await.expect("claims").items {
+            let _ = self.api::<PersistentVolumeClaim>().delete(&claim.name_any(), &params).await;
+        }
+    }
+
+    async fn backup_until_done(&self, name: &str) -> ConfluxBackup {
+        let api = self.api::<ConfluxBackup>();
+        for _ in 0..100 {
+            let current = api.get(name).await.expect("backup");
+            if matches!(
+                current.status.as_ref().and_then(|s| s.phase),
+                Some(BackupPhase::Completed | BackupPhase::Failed)
+            ) {
+                return current;
+            }
+            // The cluster's status (healthy members) is what the backup picks its source from.
+            let _ = reconcile(Arc::new(self.cluster().await), self.context.clone()).await;
+            backup::reconcile(Arc::new(current), self.context.clone()).await.expect("backup reconcile");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("backup {name} never finished");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and_audit_record() {
+    let store = tempfile::tempdir().expect("backup directory");
+    let mut harness = Harness::new(3).await;
+    harness.converge(3, "bootstrap").await;
+    let (_, admin_token) = harness.tokens().await.expect("tokens");
+    let client = harness.admin_client(0, &admin_token);
+    write_history(&client).await;
+    let before = read_contents(&client).await;
+    let old_cluster_id = harness.cluster().await.status.and_then(|s| s.cluster_id).expect("cluster id");
+
+    let destination =
+        BackupDestination { s3: None, local: Some(LocalDestination { path: store.path().display().to_string() }) };
+    let mut request =
+        ConfluxBackup::new("before-delete", ConfluxBackupSpec { cluster: NAME.into(), destination: Some(destination) });
+    request.metadata.namespace = Some(NAMESPACE.into());
+    harness.api::<ConfluxBackup>().create(&PostParams::default(), &request).await.expect("backup created");
+    let done = harness.backup_until_done("before-delete").await;
+    let status = done.status.expect("backup status");
+    assert_eq!(status.phase, Some(BackupPhase::Completed), "{:?}", status.message);
+    assert_eq!(status.cluster_id.as_deref(), Some(old_cluster_id.as_str()));
+    let backup_revision = status.revision.expect("revision");
+    let object = store.path().join(status.key.as_deref().expect("key"));
+    assert_eq!(std::fs::metadata(&object).expect("object on disk").len(), status.size_bytes.expect("size"));
+    eprintln!("backup: {} bytes at revision {backup_revision}", status.size_bytes.unwrap_or(0));
+
+    harness.delete_everything().await;
+    let mut restored = ConfluxCluster::new(
+        NAME,
+        ConfluxClusterSpec {
+            replicas: 3,
+            image: "conflux".into(),
+            version: "dev".into(),
+            storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+            bootstrap: Some(BootstrapSpec {
+                from_backup: Some(FromBackup { backup_name: Some("before-delete".into()), location: None }),
+            }),
+            ..ConfluxClusterSpec::default()
+        },
+    );
+    restored.metadata.namespace = Some(NAMESPACE.into());
+    harness.api::<ConfluxCluster>().create(&PostParams::default(), &restored).await.expect("cluster recreated");
+    harness.converge(3, "restore").await;
+
+    let status = harness.cluster().await.status.expect("status");
+    let new_cluster_id = status.cluster_id.clone().expect("cluster id");
+    assert_ne!(new_cluster_id, old_cluster_id, "a restore makes a new cluster");
+    assert_eq!(status.restored_from.as_ref().map(|r| r.revision), Some(backup_revision));
+    let (_, admin_token) = harness.tokens().await.expect("new tokens");
+    for ordinal in 0..3 {
+        let after = read_contents(&harness.admin_client(ordinal, &admin_token)).await;
+        assert!(after == before, "pod {ordinal} differs from the backed-up cluster");
+    }
+    let next = harness
+        .admin_client(1, &admin_token)
+        .put(
+            ["e2e", "app", "prod", "after-restore"],
+            b"x".to_vec(),
+            PutOptions { format: Some("text"), if_match: None },
+        )
+        .await
+        .expect("write after restore");
+    assert!(next.revision > backup_revision, "revisions continue above the backup's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor_with_every_write_it_applied() {
+    let mut harness = Harness::new(3).await;
+    harness.converge(3, "bootstrap").await;
+    let (_, admin_token) = harness.tokens().await.expect("tokens");
+    let client = harness.admin_client(0, &admin_token);
+    let mut written = Vec::new();
+    for i in 0..200 {
+        let name = format!("q{i}");
+        client
+            .put(["e2e", "app", "prod", &name], b"v".to_vec(), PutOptions { format: Some("text"), if_match: None })
+            .await
+            .expect("write");
+        written.push(name);
+    }
+    // Pod 2 survives; it has applied everything the leader committed.
+    let committed = harness.admin_client(0, &admin_token).status().await.expect("status").committed_index;
+    let survivor = harness.admin_client(2, &admin_token);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while survivor.status().await.expect("status").applied_index < committed {
+        assert!(std::time::Instant::now() < deadline, "pod 2 never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let old_cluster_id = harness.cluster().await.status.and_then(|s| s.cluster_id).expect("cluster id");
+
+    // Pods 0 and 1 are gone (their machines down); the kubelet does not bring them back.
+    for ordinal in [0, 1] {
+        harness.down.insert(ordinal);
+        harness.processes.remove(&ordinal);
+    }
+    let patch = json!({ "metadata": { "annotations": { recovery::ANNOTATION: old_cluster_id } } });
+    harness
+        .api::<ConfluxCluster>()
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Err(error) = reconcile(Arc::new(harness.cluster().await), harness.context.clone()).await {
+            eprintln!("reconcile during recovery (retried): {error}");
+        }
+        harness.kubelet().await;
+        let cluster = harness.cluster().await;
+        let recovered = cluster.status.as_ref().and_then(|s| s.cluster_id.clone()) != Some(old_cluster_id.clone());
+        if recovered {
+            assert!(!cluster.annotations().contains_key(recovery::ANNOTATION), "the annotation is removed");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery: {:#?}", cluster.status);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The machines come back on their old volumes; their ids are tombstoned, so they rejoin new.
+    harness.down.clear();
+    harness.converge(3, "back to three members").await;
+    let status = harness.cluster().await.status.expect("status");
+    assert_ne!(status.cluster_id.as_deref(), Some(old_cluster_id.as_str()));
+    assert_eq!(status.removed_node_ids.len(), 2, "the lost members are tombstoned: {:?}", status.removed_node_ids);
+    for ordinal in 0..3 {
+        let reader = harness.admin_client(ordinal, &admin_token);
+        for name in &written {
+            let found = reader.get(["e2e", "app", "prod", name], false).await.expect("read");
+            assert!(found.is_some(), "write {name} the survivor had applied is missing on pod {ordinal}");
+        }
+    }
+}
