@@ -560,6 +560,44 @@ mod tests {
         assert!(matches!(decoder.feed(&huge_key), Err(BackupError::BadRecord { index: 0, .. })));
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, in whatever chunks: an error or a backup, never a panic; and what
+        /// decodes re-encodes to the same bytes (nothing in a file is ignored).
+        #[test]
+        fn any_bytes_decode_to_an_error_or_to_exactly_themselves(
+            cut in 0usize..4000,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            flip in proptest::option::of((0usize..4000, 1u8..=255)),
+            chunk in 1usize..97,
+        ) {
+            let records = records();
+            let mut bytes = encode(&meta(), &records);
+            bytes.truncate(cut.min(bytes.len()));
+            bytes.extend(tail);
+            if let Some((at, mask)) = flip {
+                if let Some(byte) = bytes.get_mut(at) {
+                    *byte ^= mask;
+                }
+            }
+            if let Ok(backup) = decode(&bytes, chunk) {
+                let mut pairs = Vec::new();
+                let mut at = 8;
+                while at < backup.payload.len() {
+                    let mut field = || {
+                        let len = u64::from_le_bytes(backup.payload[at..at + 8].try_into().unwrap()) as usize;
+                        let value = backup.payload[at + 8..at + 8 + len].to_vec();
+                        at += 8 + len;
+                        value
+                    };
+                    let key = field();
+                    let value = field();
+                    pairs.push((key, value));
+                }
+                proptest::prop_assert_eq!(encode(&backup.meta, &pairs), bytes);
+            }
+        }
+    }
+
     #[test]
     fn metadata_that_contradicts_itself_is_refused() {
         let mut wrong = meta();

@@ -221,6 +221,18 @@ async fn every_admin_and_peer_error_has_its_status_and_code() {
             "invalid_membership",
         ),
         (admin(Method::GET, "/admin/unknown"), StatusCode::NOT_FOUND, "no_route"),
+        (
+            admin(Method::GET, "/admin/backup").query(&[("linearizable", "yes")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (admin(Method::POST, "/admin/restore").body("not a backup"), StatusCode::CONFLICT, "already_initialized"),
+        (
+            admin(Method::POST, "/admin/recover").json(&serde_json::json!({"cluster_id": "another"})),
+            StatusCode::CONFLICT,
+            "cluster_id_mismatch",
+        ),
+        (admin(Method::POST, "/admin/recover").body("{}"), StatusCode::BAD_REQUEST, "invalid_json"),
     ];
     for (request, status, code) in cases {
         expect_problem(request.send().await.unwrap(), status, code).await;
@@ -229,6 +241,9 @@ async fn every_admin_and_peer_error_has_its_status_and_code() {
     assert_eq!(status["node_id"], id);
     assert_eq!(status["state"], "Leader");
     let cluster_id = status["cluster_id"].as_str().unwrap().to_string();
+    // A single voter is its own quorum: nothing to recover from.
+    let recover = admin(Method::POST, "/admin/recover").json(&serde_json::json!({ "cluster_id": cluster_id }));
+    expect_problem(recover.send().await.unwrap(), StatusCode::CONFLICT, "quorum_available").await;
 
     // Raft RPCs: token, then target node, then cluster id are checked before the body is read.
     let raft = |target: String, cluster: &str| {

@@ -9,8 +9,8 @@
 //! machine and the membership never disagree:
 //!
 //! - the snapshot is labelled with a log id and a membership of only this node, and comes with
-//!   the vote of a higher term than this node has seen from a leader that does not exist (node
-//!   id 0, which no node has), so this node follows nobody;
+//!   the (committed) vote of a higher term than this node has seen, from a leader that does not
+//!   exist (node id 0, which no node has), so this node follows no real node;
 //! - openraft truncates what conflicts, installs the snapshot, purges the log up to it and takes
 //!   the membership; as the only voter it elects itself at its next tick (one term higher) and
 //!   appends its first entry at the snapshot's index + 1: revisions continue above the state's;
@@ -133,6 +133,8 @@ impl Service {
             return Err(Error::QuorumAvailable);
         }
         let new_cluster = new_cluster_id();
+        // This node's own campaigns would raise its term under the vote chosen below.
+        let campaigns_paused = CampaignsPaused::new(&self.raft);
         let (label, term) = {
             let _paused = identity.pause_peers(PAUSE_PEERS_WITHIN).await.ok_or_else(peers_busy)?;
             identity.fence(Some(new_cluster.clone()));
@@ -151,6 +153,7 @@ impl Service {
             identity.fence(Some(current));
             return Err(e);
         }
+        drop(campaigns_paused);
         tracing::warn!(
             old_cluster = current,
             cluster_id = new_cluster,
@@ -177,7 +180,8 @@ impl Service {
             cluster_id: founding.cluster_id,
             keep_local_data: founding.keep_local_data,
         });
-        let vote = typ::Vote::new(founding.term, NOBODY);
+        // Committed, as a leader's vote is: openraft installs a full snapshot only from a leader.
+        let vote = typ::Vote::new_committed(founding.term, NOBODY);
         let snapshot = typ::Snapshot { meta, snapshot: Box::new(Cursor::new(founding.payload)) };
         let response =
             self.raft.install_full_snapshot(vote, snapshot).await.map_err(|f| Error::Stopped(f.to_string()))?;
@@ -211,6 +215,22 @@ impl Service {
         if leading.is_err() {
             tracing::warn!("the new cluster has no leader yet; it elects this node at the next tick");
         }
+    }
+}
+
+/// Keeps this node from starting elections until dropped.
+struct CampaignsPaused<'a>(&'a typ::Raft);
+
+impl<'a> CampaignsPaused<'a> {
+    fn new(raft: &'a typ::Raft) -> Self {
+        raft.runtime_config().elect(false);
+        CampaignsPaused(raft)
+    }
+}
+
+impl Drop for CampaignsPaused<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().elect(true);
     }
 }
 

@@ -321,3 +321,39 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{BackupMeta, Decoder, Encoder, LogPosition};
+
+    #[test]
+    fn a_backups_records_are_the_snapshot_payload_byte_for_byte() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+            (0..20u8).map(|i| (vec![b'c', 0, b'a' + i], vec![i; usize::from(i) * 3])).collect();
+        let meta = BackupMeta {
+            cluster_id: "c".into(),
+            source_node_id: 1,
+            last_applied: LogPosition { term: 1, leader_node_id: 1, index: 9 },
+            revision: 9,
+            membership: crate::wire::Membership {
+                voters: Default::default(),
+                learners: Default::default(),
+                log_index: 0,
+            },
+            created_at_ms: 0,
+        };
+        let mut file = Vec::new();
+        let mut encoder = Encoder::new(&meta, &mut file);
+        for (key, value) in &pairs {
+            encoder.record(key, value, &mut file);
+        }
+        encoder.finish(&mut file);
+        let mut decoder = Decoder::collecting(u64::MAX, None);
+        decoder.feed(&file).unwrap();
+        let payload = decoder.finish().unwrap().payload;
+        assert_eq!(payload, encode(&SnapshotPayload { pairs: pairs.clone() }));
+        let decoded: SnapshotPayload = decode("snapshot payload", &payload).unwrap();
+        assert_eq!(decoded.pairs, pairs);
+    }
+}

@@ -192,6 +192,11 @@ impl TestCluster {
         TestCluster::start_with_tls(size, options, None).await
     }
 
+    /// A cluster of no nodes yet: [`TestCluster::add_node`] starts pristine ones (`--join`).
+    pub fn empty(options: NodeOptions) -> TestCluster {
+        TestCluster { root: TempDir::new().unwrap(), nodes: Vec::new(), options, tls: None }
+    }
+
     /// [`TestCluster::start`] with TLS on both listeners, certificates from `certs.sh` in `certs`.
     pub async fn start_with_tls(size: usize, options: NodeOptions, certs: Option<&Path>) -> TestCluster {
         let tls = certs.map(Path::to_path_buf);
