@@ -22,6 +22,9 @@ use super::{decode, encode, keys, Store, StoreError, CF_META, CF_SM_DATA, CF_SM_
 use crate::command::{CommandBatch, CommandResponse};
 use crate::types::{typ, TypeConfig};
 
+/// Keys and values of the state-machine data, in key order.
+type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// State machine handle; clones share the database.
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -87,7 +90,7 @@ impl Drop for ArmedPlan {
 /// What a snapshot's bytes hold: every key and value of the state-machine data.
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotPayload {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: KeyValues,
 }
 
 /// The current snapshot as stored in the `snapshot` column family.
@@ -165,7 +168,7 @@ impl StateMachineStore {
     }
 
     /// Every key and value of the state-machine data, as `view` sees them.
-    fn pairs(&self, view: &rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn pairs(&self, view: &rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<KeyValues, StoreError> {
         let mut pairs = Vec::new();
         for item in view.iterator_cf(self.cf(CF_SM_DATA), rocksdb::IteratorMode::Start) {
             let (key, value) = item?;
