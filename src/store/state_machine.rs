@@ -84,10 +84,13 @@ impl Drop for ArmedPlan {
     }
 }
 
+/// Every key and value of the state-machine data, in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What a snapshot's bytes hold: every key and value of the state-machine data.
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotPayload {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: Pairs,
 }
 
 /// The current snapshot as stored in the `snapshot` column family.
@@ -165,7 +168,7 @@ impl StateMachineStore {
     }
 
     /// Every key and value of the state-machine data, as `view` sees them.
-    fn pairs(&self, view: &rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn pairs(&self, view: &rocksdb::SnapshotWithThreadMode<'_, DB>) -> Result<Pairs, StoreError> {
         let mut pairs = Vec::new();
         for item in view.iterator_cf(self.cf(CF_SM_DATA), rocksdb::IteratorMode::Start) {
             let (key, value) = item?;
