@@ -2,8 +2,9 @@
 //! follower restores every key, version, release, release history, schema, token and audit
 //! record into a new cluster whose revisions continue above the backup's; a backup taken under
 //! writes restores exactly the state at its revision; a corrupt, truncated or oversized backup
-//! is refused and leaves the node pristine; after losing two of three nodes the survivor recovers
-//! as a single-voter cluster with everything it had applied, and a new node joins it.
+//! is refused and leaves the node pristine; after losing two of three nodes the survivor (a
+//! follower, or the leader) recovers as a single-voter cluster with everything it had applied,
+//! and a new node joins it.
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -408,7 +409,24 @@ async fn a_corrupt_truncated_or_oversized_backup_is_refused_and_the_node_stays_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_losing_two_of_three_nodes_the_survivor_recovers_alone_and_a_new_node_joins() {
+async fn after_losing_two_of_three_nodes_a_follower_recovers_alone_and_a_new_node_joins() {
+    survive_with(Survivor::Follower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_losing_two_of_three_nodes_the_leader_recovers_alone_and_a_new_node_joins() {
+    survive_with(Survivor::Leader).await;
+}
+
+/// Which member outlives the other two.
+enum Survivor {
+    Follower,
+    Leader,
+}
+
+/// Three nodes, 200 writes, two nodes SIGKILLed; the survivor recovers as a single voter with
+/// every write it had applied, takes writes, and a new node joins it.
+async fn survive_with(which: Survivor) {
     let mut cluster = TestCluster::start(3, NodeOptions::default()).await;
     let leader = cluster.leader().await;
     let client = cluster.nodes[leader].client();
@@ -420,7 +438,10 @@ async fn after_losing_two_of_three_nodes_the_survivor_recovers_alone_and_a_new_n
     }
     let last = cluster.status(leader).await.unwrap().last_log_index;
     cluster.wait_applied(last).await;
-    let survivor = (leader + 1) % 3;
+    let survivor = match which {
+        Survivor::Follower => (leader + 1) % 3,
+        Survivor::Leader => leader,
+    };
     let old_cluster = cluster.status(survivor).await.unwrap().cluster_id.unwrap();
     let admin = cluster.nodes[survivor].admin();
 

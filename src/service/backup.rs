@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use openraft::{CommittedLeaderId, Membership, ServerState};
 
+use super::membership::new_cluster_id;
 use super::{Error, Service};
 use crate::backup::Backup;
 use crate::store::backup::{BackupSource, BackupStream};
@@ -46,10 +47,6 @@ const QUORUM_PROBE: Duration = Duration::from_secs(2);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn new_cluster_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 /// How this node becomes the single voter of a new cluster.

@@ -144,7 +144,7 @@ impl Service {
             Err(RaftError::APIError(e)) => return Err(Error::InvalidMembership(e.to_string())),
             Err(RaftError::Fatal(f)) => return Err(Error::Stopped(f.to_string())),
         }
-        let cluster_id = format!("{:032x}", rand::random::<u128>());
+        let cluster_id = new_cluster_id();
         identity.set_cluster_id(&cluster_id)?;
         // Membership changes right after initialize fail with InProgress until it is applied.
         self.raft
@@ -309,6 +309,11 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// A new cluster's id: 32 hex digits.
+pub(super) fn new_cluster_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn wait_millis(change: &MembershipChange) -> u64 {
