@@ -90,8 +90,16 @@ async fn read_contents(client: &Client) -> Contents {
 }
 
 impl Harness {
-    fn admin_client(&self, ordinal: u32, token: &str) -> Client {
+    /// The client API (configs, audit) of the pod at `ordinal`, called with `token`.
+    fn api_client(&self, ordinal: u32, token: &str) -> Client {
         let addr = self.addresses.lock().expect("addresses").client[&ordinal];
+        Client::new(&format!("http://{addr}"), Some(token.to_string()))
+    }
+
+    /// The admin API (`/admin/status`, ...) of the pod at `ordinal`: it is served on the peer
+    /// listener, not the client one.
+    fn admin_api(&self, ordinal: u32, token: &str) -> Client {
+        let addr = self.addresses.lock().expect("addresses").peer[&ordinal];
         Client::new(&format!("http://{addr}"), Some(token.to_string()))
     }
 
@@ -141,7 +149,7 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
     let mut harness = Harness::new(3).await;
     harness.converge(3, "bootstrap").await;
     let (_, admin_token) = harness.tokens().await.expect("tokens");
-    let client = harness.admin_client(0, &admin_token);
+    let client = harness.api_client(0, &admin_token);
     write_history(&client).await;
     let before = read_contents(&client).await;
     let old_cluster_id = harness.cluster().await.status.and_then(|s| s.cluster_id).expect("cluster id");
@@ -185,11 +193,11 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
     assert_eq!(status.restored_from.as_ref().map(|r| r.revision), Some(backup_revision));
     let (_, admin_token) = harness.tokens().await.expect("new tokens");
     for ordinal in 0..3 {
-        let after = read_contents(&harness.admin_client(ordinal, &admin_token)).await;
+        let after = read_contents(&harness.api_client(ordinal, &admin_token)).await;
         assert!(after == before, "pod {ordinal} differs from the backed-up cluster");
     }
     let next = harness
-        .admin_client(1, &admin_token)
+        .api_client(1, &admin_token)
         .put(
             ["e2e", "app", "prod", "after-restore"],
             b"x".to_vec(),
@@ -206,7 +214,7 @@ async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor
     let mut harness = Harness::new(3).await;
     harness.converge(3, "bootstrap").await;
     let (_, admin_token) = harness.tokens().await.expect("tokens");
-    let client = harness.admin_client(0, &admin_token);
+    let client = harness.api_client(0, &admin_token);
     let mut written = Vec::new();
     for i in 0..200 {
         let name = format!("q{i}");
@@ -216,9 +224,13 @@ async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor
             .expect("write");
         written.push(name);
     }
-    // Pod 2 survives; it has applied everything the leader committed.
-    let committed = harness.admin_client(0, &admin_token).status().await.expect("status").committed_index;
-    let survivor = harness.admin_client(2, &admin_token);
+    // Pod 2 survives; it has applied everything the leader committed (a follower's committed
+    // index can lag the leader's, so the highest any pod reports is the leader's).
+    let mut committed = 0;
+    for ordinal in 0..3 {
+        committed = committed.max(harness.admin_api(ordinal, &admin_token).status().await.expect("status").committed_index);
+    }
+    let survivor = harness.admin_api(2, &admin_token);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while survivor.status().await.expect("status").applied_index < committed {
         assert!(std::time::Instant::now() < deadline, "pod 2 never caught up");
@@ -260,7 +272,7 @@ async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor
     assert_ne!(status.cluster_id.as_deref(), Some(old_cluster_id.as_str()));
     assert_eq!(status.removed_node_ids.len(), 2, "the lost members are tombstoned: {:?}", status.removed_node_ids);
     for ordinal in 0..3 {
-        let reader = harness.admin_client(ordinal, &admin_token);
+        let reader = harness.api_client(ordinal, &admin_token);
         for name in &written {
             let found = reader.get(["e2e", "app", "prod", name], false).await.expect("read");
             assert!(found.is_some(), "write {name} the survivor had applied is missing on pod {ordinal}");
