@@ -359,6 +359,12 @@ pub struct ClusterStatus {
     /// On the leader: the last index known replicated to each other member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_index: Option<BTreeMap<NodeId, u64>>,
+    /// On the leader: milliseconds since a quorum of voters last acknowledged it. It keeps
+    /// growing on a leader cut off from its quorum (a Raft leader does not step down by itself),
+    /// which is how a lone surviving leader is told from one that still leads. Absent on other
+    /// members and on a leader no quorum has acknowledged yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_acked_ms_ago: Option<u64>,
 }
 
 /// `POST /admin/init` answer.

@@ -60,7 +60,8 @@ pub enum Refusal {
     WrongClusterId { named: String, actual: String },
     /// Status records no voters.
     NoKnownVoters,
-    /// A member answers as the leader: the cluster has a quorum.
+    /// A member answers as the leader that a quorum acknowledged lately (or that cannot say
+    /// when): the cluster has a quorum.
     LeaderAnswers { node_id: NodeId },
     /// Enough voters answer to elect a leader: wait for it instead.
     MajorityReachable { reachable: usize, voters: usize },
@@ -92,7 +93,9 @@ impl std::fmt::Display for Refusal {
                 write!(f, "the annotation names cluster {named:?} but this cluster is {actual:?}")
             }
             Refusal::NoKnownVoters => write!(f, "status records no voters"),
-            Refusal::LeaderAnswers { node_id } => write!(f, "node {node_id} answers as the leader: the quorum is there"),
+            Refusal::LeaderAnswers { node_id } => {
+                write!(f, "node {node_id} answers as a leader a quorum acknowledged lately: the quorum is there")
+            }
             Refusal::MajorityReachable { reachable, voters } => write!(
                 f,
                 "{reachable} of {voters} voters answer, a majority: they can elect a leader, a recovery would drop writes"
@@ -105,12 +108,23 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// The node's default `--election-timeout-max-ms` (`spec.node.electionTimeoutMaxMs` unset).
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 2000;
+
+/// How long since its last quorum acknowledgement a leader still counts as leading: the upper
+/// bound of the election timeout, after which its followers, were they alive, would have elected
+/// another leader. A Raft leader cut off from its quorum keeps answering as `Leader`.
+pub fn leader_lease_ms(cluster: &ConfluxCluster) -> u64 {
+    cluster.spec.node.as_ref().and_then(|node| node.election_timeout_max_ms).unwrap_or(DEFAULT_ELECTION_TIMEOUT_MAX_MS)
+}
+
 /// The decision for an annotation confirming cluster id `confirmed`, given status and what each
 /// pod (by ordinal) answered to `GET /admin/status`.
 ///
 /// Checks, in order: the cluster is initialized; `confirmed` equals `status.clusterId`; status
-/// knows the voters; no pod answers as a leader of this cluster; fewer than a majority of the
-/// known voters answer (as themselves, of this cluster); at least one does. The survivor is the
+/// knows the voters; no pod answers as a leader of this cluster that a quorum acknowledged within
+/// `leader_lease_ms` (a leader that does not say when counts as leading); fewer than a majority
+/// of the known voters answer (as themselves, of this cluster); at least one does. The survivor is the
 /// answering voter with the highest `applied_index` (the lowest ordinal on a tie); every other
 /// known member id is tombstoned. A recovery recorded in `status.operation` is finished or
 /// retried with its recorded survivor instead.
@@ -118,6 +132,7 @@ pub fn decide(
     confirmed: &str,
     status: &ConfluxClusterStatus,
     pods: &[(u32, Option<&wire::ClusterStatus>)],
+    leader_lease_ms: u64,
 ) -> Decision {
     let Some(cluster_id) = status.cluster_id.as_deref() else {
         return Decision::Refuse(Refusal::NotInitialized);
@@ -149,7 +164,10 @@ pub fn decide(
         .filter_map(|(ordinal, answer)| Some((*ordinal, (*answer)?)))
         .filter(|(_, answer)| answer.cluster_id.as_deref() == Some(cluster_id))
         .collect();
-    if let Some((_, leader)) = ours.iter().find(|(_, answer)| answer.state == "Leader") {
+    let leading = |answer: &wire::ClusterStatus| {
+        answer.state == "Leader" && answer.quorum_acked_ms_ago.is_none_or(|ago| ago <= leader_lease_ms)
+    };
+    if let Some((_, leader)) = ours.iter().find(|(_, answer)| leading(answer)) {
         return Decision::Refuse(Refusal::LeaderAnswers { node_id: leader.node_id });
     }
     let reachable: Vec<(u32, &wire::ClusterStatus)> =
@@ -184,7 +202,8 @@ impl Reconciler<'_> {
         let pods: Vec<(u32, Option<&wire::ClusterStatus>)> =
             seen.iter().map(|pod| (pod.ordinal, pod.status.as_ref())).collect();
         let mut next = status.clone();
-        let (survivor, cluster_id) = match decide(confirmed, status, &pods) {
+        let lease = leader_lease_ms(self.cluster);
+        let (survivor, cluster_id) = match decide(confirmed, status, &pods, lease) {
             Decision::Refuse(refusal) => {
                 set_condition(
                     &mut next,

@@ -126,6 +126,7 @@ impl Service {
             matched_index: m.replication.as_ref().map(|r| {
                 r.iter().filter(|(id, _)| **id != m.id).map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect()
             }),
+            quorum_acked_ms_ago: m.millis_since_quorum_ack.filter(|_| m.state == openraft::ServerState::Leader),
         }
     }
 

@@ -162,6 +162,7 @@ impl NodeAdmin for FakeNodes {
                 applied_index: raft.applied.get(&id).copied().unwrap_or(10),
                 matched_index: leader
                     .then(|| raft.voters.keys().chain(raft.learners.keys()).map(|&id| (id, 10)).collect()),
+                quorum_acked_ms_ago: leader.then_some(0),
             })
         })
     }

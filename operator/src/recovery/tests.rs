@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use conflux::wire::ClusterStatus;
 
 use crate::{
-    crd::{ConfluxClusterStatus, NodeId, Operation, OperationKind},
-    recovery::{decide, Decision, Refusal, Survivor},
+    crd::{ConfluxCluster, ConfluxClusterStatus, NodeId, Operation, OperationKind},
+    node_settings::NodeSettings,
+    recovery::{decide, leader_lease_ms, Decision, Refusal, Survivor, DEFAULT_ELECTION_TIMEOUT_MAX_MS},
 };
 
 const OLD: &str = "c-old";
+/// How long a leader counts as leading after its last quorum acknowledgement.
+const LEASE: u64 = 2000;
 
 /// Status of a cluster whose voters 1, 2, 3 sit at ordinals 0, 1, 2.
 fn status() -> ConfluxClusterStatus {
@@ -29,12 +32,13 @@ fn answer(node_id: NodeId, state: &str, applied_index: u64, cluster_id: &str) ->
         committed_index: applied_index,
         applied_index,
         matched_index: None,
+        quorum_acked_ms_ago: None,
     }
 }
 
 fn check(status: &ConfluxClusterStatus, answers: &[(u32, Option<ClusterStatus>)], expected: Decision) {
     let pods: Vec<(u32, Option<&ClusterStatus>)> = answers.iter().map(|(o, a)| (*o, a.as_ref())).collect();
-    assert_eq!(decide(OLD, status, &pods), expected);
+    assert_eq!(decide(OLD, status, &pods, LEASE), expected);
 }
 
 #[test]
@@ -47,13 +51,42 @@ fn refused_while_a_majority_of_voters_answers() {
 fn refused_while_a_leader_answers() {
     let answers = [(0, Some(answer(1, "Leader", 50, OLD))), (1, None), (2, None)];
     check(&status(), &answers, Decision::Refuse(Refusal::LeaderAnswers { node_id: 1 }));
+    let acked = |ago| ClusterStatus { quorum_acked_ms_ago: Some(ago), ..answer(1, "Leader", 50, OLD) };
+    for ago in [0, LEASE] {
+        let answers = [(0, Some(acked(ago))), (1, None), (2, None)];
+        check(&status(), &answers, Decision::Refuse(Refusal::LeaderAnswers { node_id: 1 }));
+    }
+}
+
+#[test]
+fn a_leader_no_quorum_acknowledged_for_longer_than_an_election_timeout_is_the_survivor() {
+    // Raft leaders do not step down by themselves: the survivor of a lost majority may be the
+    // old leader, still answering as `Leader`, its last quorum acknowledgement growing older.
+    let stale = ClusterStatus { quorum_acked_ms_ago: Some(LEASE + 1), ..answer(1, "Leader", 90, OLD) };
+    let answers = [(0, Some(stale.clone())), (1, None), (2, None)];
+    check(
+        &status(),
+        &answers,
+        Decision::Recover { survivor: Survivor { ordinal: 0, node_id: 1 }, tombstone: vec![2, 3] },
+    );
+    // Still no recovery while a majority answers.
+    let answers = [(0, Some(stale)), (1, Some(answer(2, "Follower", 90, OLD))), (2, None)];
+    check(&status(), &answers, Decision::Refuse(Refusal::MajorityReachable { reachable: 2, voters: 3 }));
+}
+
+#[test]
+fn the_lease_is_the_clusters_election_timeout() {
+    let mut cluster = ConfluxCluster::new("cfx", Default::default());
+    assert_eq!(leader_lease_ms(&cluster), DEFAULT_ELECTION_TIMEOUT_MAX_MS);
+    cluster.spec.node = Some(NodeSettings { election_timeout_max_ms: Some(9000), ..NodeSettings::default() });
+    assert_eq!(leader_lease_ms(&cluster), 9000);
 }
 
 #[test]
 fn refused_when_the_annotation_names_another_cluster() {
     let pods: Vec<(u32, Option<&ClusterStatus>)> = vec![(0, None)];
     assert_eq!(
-        decide("c-typo", &status(), &pods),
+        decide("c-typo", &status(), &pods, LEASE),
         Decision::Refuse(Refusal::WrongClusterId { named: "c-typo".into(), actual: OLD.into() })
     );
 }

@@ -211,6 +211,26 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "not yet run against real nodes: run with --ignored (operator/README.md, Development)"]
 async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor_with_every_write_it_applied() {
+    quorum_loss_with(Survivor::Follower).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not yet run against real nodes: run with --ignored (operator/README.md, Development)"]
+async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_a_surviving_leader_with_every_write_it_applied() {
+    quorum_loss_with(Survivor::Leader).await;
+}
+
+/// Which member outlives the other two.
+#[derive(Debug, Clone, Copy)]
+enum Survivor {
+    Follower,
+    Leader,
+}
+
+/// Three members, 200 writes, two machines down for good; the annotation makes the survivor the
+/// single voter of a new cluster with every write it had applied, and the cluster grows back to
+/// three members (the lost ids tombstoned, their volumes replaced).
+async fn quorum_loss_with(which: Survivor) {
     let mut harness = Harness::new(3).await;
     harness.converge(3, "bootstrap").await;
     let (_, admin_token) = harness.tokens().await.expect("tokens");
@@ -224,24 +244,49 @@ async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor
             .expect("write");
         written.push(name);
     }
-    // Pod 2 survives; it has applied everything the leader committed (a follower's committed
-    // index can lag the leader's, so the highest any pod reports is the leader's).
-    let mut committed = 0;
-    for ordinal in 0..3 {
-        committed = committed.max(harness.admin_api(ordinal, &admin_token).status().await.expect("status").committed_index);
-    }
-    let survivor = harness.admin_api(2, &admin_token);
+    let status = harness.cluster().await.status.expect("status");
+    let leader_pod = status.leader.clone().expect("a leader pod");
+    let leader: u32 = leader_pod.trim_start_matches(&format!("{NAME}-")).parse().expect("ordinal");
+    let survivor = match which {
+        Survivor::Follower => (leader + 1) % 3,
+        Survivor::Leader => leader,
+    };
+    let old_cluster_id = status.cluster_id.clone().expect("cluster id");
+    // The survivor has applied everything the leader committed.
+    let leading = harness.admin_api(leader, &admin_token).status().await.expect("status");
+    let committed = leading.committed_index;
+    let lease = recovery::DEFAULT_ELECTION_TIMEOUT_MAX_MS;
+    assert!(
+        leading.quorum_acked_ms_ago.is_some_and(|ago| ago <= lease),
+        "a leader with its followers alive reports a recent quorum acknowledgement: {leading:?}"
+    );
+    let survivor_admin = harness.admin_api(survivor, &admin_token);
+    let survivor_node = survivor_admin.status().await.expect("status").node_id;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while survivor.status().await.expect("status").applied_index < committed {
-        assert!(std::time::Instant::now() < deadline, "pod 2 never caught up");
+    while survivor_admin.status().await.expect("status").applied_index < committed {
+        assert!(std::time::Instant::now() < deadline, "pod {survivor} never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let old_cluster_id = harness.cluster().await.status.and_then(|s| s.cluster_id).expect("cluster id");
 
-    // Pods 0 and 1 are gone (their machines down); the kubelet does not bring them back.
-    for ordinal in [0, 1] {
+    // The other two pods are gone (their machines down); the kubelet does not bring them back.
+    for ordinal in (0..3).filter(|&ordinal| ordinal != survivor) {
         harness.down.insert(ordinal);
         harness.processes.remove(&ordinal);
+    }
+    if let Survivor::Leader = which {
+        // A Raft leader does not step down when its followers die: it answers as `Leader` on,
+        // and only the age of its last quorum acknowledgement tells. Before that is older than
+        // an election timeout, the operator rightly refuses (the loss is not evident yet).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = survivor_admin.status().await.expect("status");
+            assert_eq!(status.state, "Leader", "the lone leader keeps answering as the leader");
+            if status.quorum_acked_ms_ago.is_some_and(|ago| ago > lease) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the leader's quorum acknowledgement never aged: {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let patch = json!({ "metadata": { "annotations": { recovery::ANNOTATION: old_cluster_id } } });
     harness
@@ -256,12 +301,13 @@ async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor
         }
         harness.kubelet().await;
         let cluster = harness.cluster().await;
-        let recovered = cluster.status.as_ref().and_then(|s| s.cluster_id.clone()) != Some(old_cluster_id.clone());
-        if recovered {
+        let status = cluster.status.clone().unwrap_or_default();
+        if status.cluster_id.as_deref() != Some(old_cluster_id.as_str()) {
             assert!(!cluster.annotations().contains_key(recovery::ANNOTATION), "the annotation is removed");
+            assert_eq!(status.voters, vec![survivor_node], "pod {survivor} is the single voter");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no recovery: {:#?}", cluster.status);
+        assert!(std::time::Instant::now() < deadline, "no recovery from {which:?} pod {survivor}: {status:#?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
@@ -271,6 +317,7 @@ async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor
     let status = harness.cluster().await.status.expect("status");
     assert_ne!(status.cluster_id.as_deref(), Some(old_cluster_id.as_str()));
     assert_eq!(status.removed_node_ids.len(), 2, "the lost members are tombstoned: {:?}", status.removed_node_ids);
+    assert!(status.voters.contains(&survivor_node), "the survivor stays a voter: {:?}", status.voters);
     for ordinal in 0..3 {
         let reader = harness.api_client(ordinal, &admin_token);
         for name in &written {
