@@ -143,7 +143,6 @@ impl Harness {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against real nodes: run with --ignored (operator/README.md, Development)"]
 async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and_audit_record() {
     let store = tempfile::tempdir().expect("backup directory");
     let mut harness = Harness::new(3).await;
@@ -209,13 +208,11 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against real nodes: run with --ignored (operator/README.md, Development)"]
 async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_the_survivor_with_every_write_it_applied() {
     quorum_loss_with(Survivor::Follower).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run against real nodes: run with --ignored (operator/README.md, Development)"]
 async fn after_quorum_loss_the_annotation_rebuilds_the_cluster_from_a_surviving_leader_with_every_write_it_applied() {
     quorum_loss_with(Survivor::Leader).await;
 }
