@@ -447,10 +447,27 @@ async fn survive_with(which: Survivor) {
 
     let (status, code, _) = problem_code(admin.recover(&old_cluster).await.unwrap_err());
     assert_eq!((status, code.as_str()), (409, "quorum_available"), "a cluster with a quorum is not recovered");
+    // 1600 ms is the harness's --election-timeout-max-ms.
+    let acked = cluster.status(leader).await.unwrap().quorum_acked_ms_ago;
+    assert!(acked.is_some_and(|ago| ago < 1600), "a leader with its quorum was acknowledged lately: {acked:?}");
 
     for index in 0..3 {
         if index != survivor {
             cluster.kill(index);
+        }
+    }
+    if let Survivor::Leader = which {
+        // A Raft leader does not step down alone; the age of its last quorum acknowledgement
+        // (what tells an operator it lost its quorum) grows past the election timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = cluster.status(survivor).await.unwrap();
+            assert_eq!(status.state, "Leader");
+            if status.quorum_acked_ms_ago.is_some_and(|ago| ago > 1600) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the acknowledgement never aged: {status:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let (status, code, _) = problem_code(admin.recover("another-cluster").await.unwrap_err());
