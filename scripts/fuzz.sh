@@ -7,7 +7,9 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   run every target (or the named ones)
 #   scripts/fuzz.sh --seed                  rewrite the seed inputs (fuzz/corpus/*/seed-*)
 #
-# New inputs a run finds go to fuzz/target/new-corpus/<target> (ignored by git); with
+# Builds go to /var/cache/conflux-fuzz-target when it can be written (so a machine compiles the
+# sanitized dependencies once), else fuzz/target. New inputs a run finds go to
+# <that dir>/new-corpus/<target> (never into git); with
 # FUZZ_GROW_CORPUS=1 they go into the committed corpus instead (then minimize it with
 # `cargo +nightly fuzz cmin <target>` before committing if it grows past a few MB).
 set -euo pipefail
@@ -15,15 +17,19 @@ cd "$(dirname "$0")/.."
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-# cargo fuzz builds into fuzz/target with sanitizer flags; a shared target dir would only mix them.
+# cargo fuzz builds with sanitizer flags; sharing the main target dir would only mix them.
 main_target_dir=${CARGO_TARGET_DIR:-}
 unset CARGO_TARGET_DIR
+fuzz_target_dir=fuzz/target
+if mkdir -p /var/cache/conflux-fuzz-target 2>/dev/null && [ -w /var/cache/conflux-fuzz-target ]; then
+  fuzz_target_dir=/var/cache/conflux-fuzz-target
+fi
 
 # RocksDB: no target opens a database (they decode what the store reads), so the librocksdb.a the
 # main workspace's build left (same librocksdb-sys version, not instrumented) links as well as
 # one compiled here with sanitizer flags, which takes 10-15 min on two cores (longer under load).
 # FUZZ_BUILD_ROCKSDB=1 compiles it here instead.
-prebuilt=fuzz/target/rocksdb-prebuilt
+prebuilt=$fuzz_target_dir/rocksdb-prebuilt
 if [ -z "${FUZZ_BUILD_ROCKSDB:-}" ] && [ ! -f "$prebuilt/librocksdb.a" ]; then
   version=$(sed -n '/^name = "librocksdb-sys"$/{n;s/^version = "\(.*\)"$/\1/p;}' fuzz/Cargo.lock)
   for dir in ${main_target_dir:+"$main_target_dir"} /var/cache/conflux-target target; do
@@ -41,15 +47,15 @@ if [ -z "${FUZZ_BUILD_ROCKSDB:-}" ] && [ ! -f "$prebuilt/librocksdb.a" ]; then
   done
 fi
 if [ -z "${FUZZ_BUILD_ROCKSDB:-}" ] && [ -f "$prebuilt/librocksdb.a" ]; then
-  export ROCKSDB_LIB_DIR=$PWD/$prebuilt ROCKSDB_STATIC=1
-elif [ ! -d fuzz/target/x86_64-unknown-linux-gnu/release ]; then
-  echo "== first fuzz build: compiles RocksDB with sanitizer flags into fuzz/target (10-15 min on 2 cores)"
+  export ROCKSDB_LIB_DIR=$(realpath "$prebuilt") ROCKSDB_STATIC=1
+elif [ ! -d "$fuzz_target_dir/x86_64-unknown-linux-gnu/release" ]; then
+  echo "== first fuzz build: compiles RocksDB with sanitizer flags into $fuzz_target_dir (10-15 min on 2 cores)"
 fi
-echo "== cargo fuzz build"
-nice -n 19 cargo +nightly fuzz build
+echo "== cargo fuzz build (into $fuzz_target_dir)"
+nice -n 19 cargo +nightly fuzz build --target-dir "$fuzz_target_dir"
 
 if [ "${1:-}" = "--seed" ]; then
-  fuzz/target/x86_64-unknown-linux-gnu/release/seed_corpus fuzz/corpus
+  "$fuzz_target_dir/x86_64-unknown-linux-gnu/release/seed_corpus" fuzz/corpus
   exit 0
 fi
 
@@ -68,13 +74,13 @@ for target in "${targets[@]}"; do
   if [ "${FUZZ_GROW_CORPUS:-0}" = 1 ]; then
     corpora=("$committed")
   else
-    scratch=fuzz/target/new-corpus/$target
+    scratch=$fuzz_target_dir/new-corpus/$target
     mkdir -p "$scratch"
     corpora=("$scratch" "$committed")
   fi
-  log=fuzz/target/$target.log
+  log=$fuzz_target_dir/$target.log
   echo "== $target: ${seconds}s on $(find "$committed" -type f | wc -l) committed inputs"
-  if nice -n 19 cargo +nightly fuzz run "$target" "${corpora[@]}" -- \
+  if nice -n 19 cargo +nightly fuzz run --target-dir "$fuzz_target_dir" "$target" "${corpora[@]}" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     status=ok
   else

@@ -77,6 +77,9 @@ pub enum Change {
         message: String,
         expected_version: Option<u64>,
         checked_schema: Option<String>,
+        /// The writer named no format and `format` is the config's as the writer's node saw it:
+        /// if the config's format at apply differs, nothing is written and the writer checks again.
+        format_from_config: bool,
     },
     /// Make `key` absent; its version and release numbers are never reused.
     DeleteConfig {
@@ -367,8 +370,9 @@ pub enum CommandResponse {
     ReleaseMismatch { current: Option<u64> },
     /// The rules were refused; `detail` names the rule and what to fix.
     RulesInvalid { detail: String },
-    /// The schema changed after the content was checked: check again and resend.
-    SchemaChanged,
+    /// The schema, or the format a write took from the config, changed after the content was
+    /// checked: check again and resend.
+    ChecksOutdated,
     /// A delete named a level that still holds something; `detail` says what.
     NotEmpty { detail: String },
     /// The content is larger than the tenant's `max_config_bytes`.

@@ -63,6 +63,19 @@ async fn invalid_content_is_refused_with_its_location_and_nothing_is_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_without_a_format_is_checked_and_stored_in_the_configs_format() {
+    let n = node().await;
+    n.json(n.config(Method::PUT, "app", "").query(&[("format", "json")]).body(r#"{"pool": 5}"#), StatusCode::OK).await;
+    let plain = |body: &str| n.config(Method::PUT, "app", "").body(body.to_string());
+    n.problem(plain("pool = 6"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_content").await;
+    n.json(plain(r#"{"pool": 6}"#), StatusCode::OK).await;
+    let page = n.json(n.config(Method::GET, "app", "/versions"), StatusCode::OK).await;
+    let formats: Vec<&str> = page["items"].as_array().unwrap().iter().map(|v| v["format"].as_str().unwrap()).collect();
+    assert_eq!(formats, ["json", "json"], "{page}");
+    n.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_violations_name_each_json_pointer_for_every_structured_format() {
     let n = node().await;
     let schema = json!({

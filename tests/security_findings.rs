@@ -56,6 +56,7 @@ async fn forwarded_commands_are_validated_like_client_requests_and_bad_ones_writ
         message: String::new(),
         expected_version: None,
         checked_schema: None,
+        format_from_config: false,
     };
     let bad = [
         Change::PutTenant { tenant: "../etc".into(), description: None, quotas: QuotaUpdate::default() },

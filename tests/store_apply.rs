@@ -30,6 +30,7 @@ fn put(name: &str, content: &str, expected_version: Option<u64>) -> Command {
         message: format!("write {content}"),
         expected_version,
         checked_schema: None,
+        format_from_config: false,
     })
 }
 
@@ -220,6 +221,36 @@ async fn quotas_refuse_oversized_content_and_too_many_configs_without_writing() 
     assert!(matches!(answers[2], CommandResponse::QuotaExceeded { .. }), "{:?}", answers[2]);
     assert!(h.store.config_record(&key("b")).unwrap().is_none(), "nothing of b was written");
     assert_eq!(h.store.tenant("t").unwrap().unwrap().configs, 1);
+}
+
+/// A write that named no format carries the format its node read from the config; the entry is
+/// refused (and the writer checks again) when the config's format at apply differs.
+#[tokio::test]
+async fn a_write_that_took_the_configs_format_is_refused_if_that_format_changed() {
+    let mut h = Harness::new();
+    let write = |format: Format, content: &str, format_from_config: bool| {
+        command(Change::WriteVersion {
+            key: key("c"),
+            format,
+            content: content.as_bytes().to_vec(),
+            message: String::new(),
+            expected_version: None,
+            checked_schema: None,
+            format_from_config,
+        })
+    };
+    // Absent config: its default format is text.
+    let answers = h.apply(1, vec![write(Format::Json, "{}", true), write(Format::Text, "t", true)]).await;
+    assert_eq!(answers[0], CommandResponse::ChecksOutdated);
+    assert_eq!(answers[1], CommandResponse::Written { version: 1, revision: 1 });
+    // Made json explicitly; a writer that still saw text is refused, one that saw json is not.
+    let answers = h.apply(2, vec![write(Format::Json, "{}", false), write(Format::Text, "t", true)]).await;
+    assert_eq!(answers[0], CommandResponse::Written { version: 2, revision: 2 });
+    assert_eq!(answers[1], CommandResponse::ChecksOutdated);
+    let answers = h.apply(3, vec![write(Format::Json, "[]", true)]).await;
+    assert_eq!(answers[0], CommandResponse::Written { version: 3, revision: 3 });
+    let record = h.store.config_record(&key("c")).unwrap().unwrap();
+    assert_eq!((record.latest_version, record.format), (3, Format::Json), "refusals wrote nothing");
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ fn put_entry(index: u64, name: &str, content: &str) -> typ::Entry {
         message: String::new(),
         expected_version: None,
         checked_schema: None,
+        format_from_config: false,
     };
     let command = Command { origin: Origin::new("test", &format!("r{index}")), change };
     openraft::Entry::<TypeConfig> {

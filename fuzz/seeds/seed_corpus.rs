@@ -113,6 +113,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                 message: "raise pool".into(),
                 expected_version: Some(2),
                 checked_schema: Some("9f86d081884c7d65".into()),
+                format_from_config: false,
             },
         ),
         (
@@ -124,6 +125,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                 message: String::new(),
                 expected_version: None,
                 checked_schema: None,
+                format_from_config: false,
             },
         ),
         (
@@ -135,6 +137,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                 message: String::new(),
                 expected_version: None,
                 checked_schema: None,
+                format_from_config: false,
             },
         ),
         (
@@ -146,6 +149,7 @@ fn commands() -> Vec<(&'static str, Command)> {
                 message: String::new(),
                 expected_version: None,
                 checked_schema: None,
+                format_from_config: false,
             },
         ),
         ("delete-config", Change::DeleteConfig { key: key(), expected_version: Some(3) }),

@@ -104,9 +104,12 @@ fn check_locally(state: &ApiState, request: &VersionRequest) -> Result<Checked, 
     Ok(Checked { format, schema_checksum: schema.map(|(checksum, _)| checksum), next_version })
 }
 
-/// Parses, schema-checks and (unless `dry_run`) commits a new version. A check that fails on
-/// state this node may not have caught up with (a schema just cleared, a format just changed) is
-/// repeated after a read-index round before the write is refused.
+/// Parses, schema-checks and (unless `dry_run`) commits a new version. The checks read this
+/// node's applied state, which may trail the leader's: a check that fails on it (a schema just
+/// cleared, a format just changed) is repeated after a read-index round before the write is
+/// refused, and the entry itself carries what was checked (schema checksum, a format taken from
+/// the config), so apply refuses it if that changed and the write is checked again. A write
+/// never waits for a read-index round while its checks pass.
 async fn write_version(
     state: &ApiState,
     origin: Origin,
@@ -114,8 +117,8 @@ async fn write_version(
 ) -> Result<wire::WriteResult, ApiError> {
     let service = &state.service;
     let mut fresh = service.local_state_is_current();
-    if request.format.is_none() && !fresh {
-        // The default format is the config's current one: read it from up-to-date state.
+    if request.format.is_none() && request.dry_run && !fresh {
+        // A dry run answers from this node's state alone: its default format must be current.
         service.linearize().await?;
         fresh = true;
     }
@@ -142,6 +145,7 @@ async fn write_version(
             message: request.message.clone(),
             expected_version: request.expected_version,
             checked_schema: checked.schema_checksum,
+            format_from_config: request.format.is_none(),
         };
         match service.write(Command { origin: origin.clone(), change }).await? {
             CommandResponse::Written { version, revision } => {
@@ -153,8 +157,8 @@ async fn write_version(
                     dry_run: false,
                 })
             }
-            // This node had not applied the schema change yet: catch up and check again.
-            CommandResponse::SchemaChanged => {
+            // This node had not applied a schema or format change yet: catch up and check again.
+            CommandResponse::ChecksOutdated => {
                 service.linearize().await?;
                 fresh = true;
             }

@@ -57,7 +57,7 @@ pub enum ApiError {
     PreconditionRequired,
     #[error("{0}")]
     NotEmpty(String),
-    #[error("the config's schema changed while this write was being checked; retry")]
+    #[error("the config's schema or format changed while this write was being checked; retry")]
     SchemaChanged,
     #[error("{detail}")]
     BadRequest { code: &'static str, detail: String },
@@ -113,7 +113,7 @@ impl ApiError {
             CommandResponse::VersionMismatch { current } => ApiError::VersionMismatch { expected, current: *current },
             CommandResponse::ReleaseMismatch { current } => ApiError::ReleaseConflict { expected, current: *current },
             CommandResponse::RulesInvalid { detail } => ApiError::InvalidRules(detail.clone()),
-            CommandResponse::SchemaChanged => ApiError::SchemaChanged,
+            CommandResponse::ChecksOutdated => ApiError::SchemaChanged,
             CommandResponse::NotEmpty { detail } => ApiError::NotEmpty(detail.clone()),
             CommandResponse::TooLarge { size, limit } => ApiError::ConfigTooLarge { size: *size, limit: *limit },
             CommandResponse::QuotaExceeded { detail } => ApiError::QuotaExceeded(detail.clone()),

@@ -53,7 +53,7 @@ impl Client {
             cluster_id: backup.meta.cluster_id,
             revision: backup.meta.revision,
             bytes: backup.bytes,
-            sha256: file.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: crate::backup::hex(&file.finalize()),
             created_at_ms: backup.meta.created_at_ms,
         })
     }

@@ -28,6 +28,11 @@ pub struct ConfigRecord {
     pub schema_checksum: Option<String>,
 }
 
+/// The format a write without one gets: the live config's, else text.
+pub fn default_format(record: Option<&ConfigRecord>) -> Format {
+    record.filter(|r| r.current_version.is_some()).map_or(Format::Text, |r| r.format)
+}
+
 /// What is recorded for each immutable version besides its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionMeta {

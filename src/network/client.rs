@@ -136,6 +136,7 @@ mod tests {
             message: String::new(),
             expected_version: None,
             checked_schema: None,
+            format_from_config: false,
         };
         let command = Command { origin: Origin::new("test", "r"), change };
         openraft::Entry {

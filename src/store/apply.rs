@@ -3,7 +3,7 @@
 //! overlay, so later commands of the same batch read what earlier ones wrote. Every change checks
 //! everything it can refuse before it writes anything, so a refusal leaves no trace.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
@@ -14,22 +14,25 @@ use super::{decode, encode, keys, Store, StoreError, CF_SM_DATA};
 use crate::command::{Change, Command, CommandResponse, Level, Origin, ReleaseKind};
 use crate::model::access::{Revocation, TokenRecord};
 use crate::model::audit::{AuditAction, AuditRecord};
-use crate::model::config::{versions_to_drop, Release, ReleaseAction, VersionMeta};
+use crate::model::config::{default_format, versions_to_drop, Release, ReleaseAction, VersionMeta};
 use crate::model::hierarchy::{AppRecord, EnvRecord, LevelInfo, QuotaUpdate, Quotas, TenantRecord};
 use crate::model::release::{self, Labels, Rule};
 use crate::model::{ConfigKey, ConfigRecord, Format, Namespace};
 
-/// Reads through the writes of the current batch; writes go to both.
+/// Reads through the writes of the current batch. Writes are kept by key, last one winning, and
+/// become one `WriteBatch` at the end ([`Overlay::into_batch`]): range deletes first, then every
+/// key's final value in key order. A key written by many commands of a batch (an env, app or
+/// tenant record whose counters each new config moves) reaches RocksDB once, and sorted inserts
+/// let the memtable's skiplist reuse its last position instead of searching from the top.
 pub(super) struct Overlay<'a> {
     db: &'a DB,
-    pub(super) batch: WriteBatch,
-    written: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    written: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     dropped_ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl<'a> Overlay<'a> {
     pub(super) fn new(db: &'a DB) -> Self {
-        Overlay { db, batch: WriteBatch::default(), written: HashMap::new(), dropped_ranges: Vec::new() }
+        Overlay { db, written: BTreeMap::new(), dropped_ranges: Vec::new() }
     }
 
     /// The committed state under the batch (for scans; reads of single keys go through `get`).
@@ -53,7 +56,6 @@ impl<'a> Overlay<'a> {
     }
 
     fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.batch.put_cf(self.data(), &key, &value);
         self.written.insert(key, Some(value));
     }
 
@@ -62,16 +64,32 @@ impl<'a> Overlay<'a> {
     }
 
     pub(super) fn delete(&mut self, key: Vec<u8>) {
-        self.batch.delete_cf(self.data(), &key);
         self.written.insert(key, None);
     }
 
+    /// Drops every key in each `[start, end)`, including what this batch wrote there before.
     fn delete_ranges(&mut self, ranges: Vec<(Vec<u8>, Vec<u8>)>) {
         for (start, end) in ranges {
-            self.batch.delete_range_cf(self.data(), &start, &end);
             self.written.retain(|key, _| !(key.as_slice() >= start.as_slice() && key.as_slice() < end.as_slice()));
             self.dropped_ranges.push((start, end));
         }
+    }
+
+    /// The batch's effect on the data column family: the range deletes, then each written key's
+    /// last value (a key written after a range delete that covers it was kept in `written`).
+    pub(super) fn into_batch(self) -> WriteBatch {
+        let data = Store::cf(self.db, CF_SM_DATA);
+        let mut batch = WriteBatch::default();
+        for (start, end) in &self.dropped_ranges {
+            batch.delete_range_cf(data, start, end);
+        }
+        for (key, value) in self.written {
+            match value {
+                Some(value) => batch.put_cf(data, &key, &value),
+                None => batch.delete_cf(data, &key),
+            }
+        }
+        batch
     }
 }
 
@@ -91,7 +109,7 @@ fn not_found(level: Level, name: impl ToString) -> CommandResponse {
 
 /// Hex sha256 of `bytes`: the checksum of version contents and schemas.
 pub fn checksum(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::backup::hex(&Sha256::digest(bytes))
 }
 
 impl<'o, 'db> EntryApplier<'o, 'db> {
@@ -116,8 +134,17 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
             Change::DeleteApp { tenant, app, force } => self.delete_app(&origin, &tenant, &app, force),
             Change::PutEnv { namespace, description } => self.put_env(&origin, &namespace, description),
             Change::DeleteEnv { namespace, force } => self.delete_env(&origin, &namespace, force),
-            Change::WriteVersion { key, format, content, message, expected_version, checked_schema } => {
-                let write = VersionWrite { format, content, message, expected_version, checked_schema };
+            Change::WriteVersion {
+                key,
+                format,
+                content,
+                message,
+                expected_version,
+                checked_schema,
+                format_from_config,
+            } => {
+                let write =
+                    VersionWrite { format, content, message, expected_version, checked_schema, format_from_config };
                 self.write_version(&origin, &key, write)
             }
             Change::DeleteConfig { key, expected_version } => self.delete_config(&origin, &key, expected_version),
@@ -388,8 +415,10 @@ impl<'o, 'db> EntryApplier<'o, 'db> {
         if write.expected_version.is_some_and(|expected| current != Some(expected)) {
             return Ok(CommandResponse::VersionMismatch { current });
         }
-        if record.as_ref().and_then(|r| r.schema_checksum.as_ref()) != write.checked_schema.as_ref() {
-            return Ok(CommandResponse::SchemaChanged);
+        let schema_changed = record.as_ref().and_then(|r| r.schema_checksum.as_ref()) != write.checked_schema.as_ref();
+        let format_changed = write.format_from_config && default_format(record.as_ref()) != write.format;
+        if schema_changed || format_changed {
+            return Ok(CommandResponse::ChecksOutdated);
         }
         let tenant = self.tenant(&key.tenant)?;
         let quotas = tenant.as_ref().map_or_else(Quotas::default, |t| t.quotas);
@@ -555,6 +584,7 @@ struct VersionWrite {
     message: String,
     expected_version: Option<u64>,
     checked_schema: Option<String>,
+    format_from_config: bool,
 }
 
 fn empty_record(format: Format) -> ConfigRecord {

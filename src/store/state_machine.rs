@@ -254,6 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut overlay = Overlay::new(&self.db);
         let mut responses = Vec::new();
         let mut last_applied = None;
+        let mut last_membership = None;
         let watched = self.feed.has_subscribers();
         let mut scopes = Vec::new();
         for entry in entries {
@@ -273,15 +274,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     applied.map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?
                 }
                 EntryPayload::Membership(membership) => {
-                    let stored = typ::StoredMembership::new(Some(entry.log_id), membership);
-                    overlay.batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(&stored));
+                    last_membership = Some(typ::StoredMembership::new(Some(entry.log_id), membership));
                     Vec::new()
                 }
             };
             responses.push(response);
         }
         if last_applied.is_some() {
-            let mut batch = overlay.batch;
+            let mut batch = overlay.into_batch();
+            if let Some(stored) = &last_membership {
+                batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(stored));
+            }
             batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&last_applied));
             self.db.write(batch).map_err(write_err)?;
             if !scopes.is_empty() {
