@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Line coverage of src/ and operator/src over the whole test suite (cargo-llvm-cov), then the
 # total and the least-covered files. Installs what is missing (llvm-22, matching rustc's LLVM, and
-# cargo-llvm-cov). Instrumented builds go to their own target directory (RocksDB is compiled once
-# more for it, the first time). Usage: scripts/coverage.sh [N]   (N least-covered files, default 15)
+# cargo-llvm-cov). Instrumented builds go to their own target directory; RocksDB links from the
+# regular build's when there is one (scripts/rocksdb-prebuilt.sh). Usage: scripts/coverage.sh [N]   (N least-covered files, default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,6 +18,9 @@ export LLVM_COV="$LLVM_BIN/llvm-cov" LLVM_PROFDATA="$LLVM_BIN/llvm-profdata"
 # Keep instrumented artifacts apart from the regular ones, next to them when the cache exists.
 export CARGO_LLVM_COV_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/coverage"
 export CONFLUX_BIN="$CARGO_LLVM_COV_TARGET_DIR/debug/conflux"
+# Coverage is of our Rust code: RocksDB links uninstrumented from the regular build when it can.
+. scripts/rocksdb-prebuilt.sh
+use_prebuilt_rocksdb "$CARGO_LLVM_COV_TARGET_DIR/rocksdb-prebuilt" Cargo.lock "${CARGO_TARGET_DIR:-$PWD/target}"
 
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT

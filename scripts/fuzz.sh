@@ -25,30 +25,15 @@ if mkdir -p /var/cache/conflux-fuzz-target 2>/dev/null && [ -w /var/cache/conflu
   fuzz_target_dir=/var/cache/conflux-fuzz-target
 fi
 
-# RocksDB: no target opens a database (they decode what the store reads), so the librocksdb.a the
-# main workspace's build left (same librocksdb-sys version, not instrumented) links as well as
-# one compiled here with sanitizer flags, which takes 10-15 min on two cores (longer under load).
-# FUZZ_BUILD_ROCKSDB=1 compiles it here instead.
-prebuilt=$fuzz_target_dir/rocksdb-prebuilt
-if [ -z "${FUZZ_BUILD_ROCKSDB:-}" ] && [ ! -f "$prebuilt/librocksdb.a" ]; then
-  version=$(sed -n '/^name = "librocksdb-sys"$/{n;s/^version = "\(.*\)"$/\1/p;}' fuzz/Cargo.lock)
-  for dir in ${main_target_dir:+"$main_target_dir"} /var/cache/conflux-target target; do
-    for output in $(ls -t "$dir"/*/build/librocksdb-sys-*/output 2>/dev/null); do
-      if grep -q "^cargo:cargo_manifest_dir=.*/librocksdb-sys-$version\$" "$output" \
-        && [ -f "$(dirname "$output")/out/librocksdb.a" ]; then
-        mkdir -p "$prebuilt"
-        # Without its debug info: 40 MB instead of 1.3 GB, copied into every target binary.
-        strip --strip-debug -o "$prebuilt/librocksdb.a" "$(dirname "$output")/out/librocksdb.a" \
-          || cp "$(dirname "$output")/out/librocksdb.a" "$prebuilt/"
-        echo "== linking RocksDB $version from $(dirname "$output")/out (FUZZ_BUILD_ROCKSDB=1 to compile it)"
-        break 2
-      fi
-    done
-  done
+# RocksDB: no target opens a database (they decode what the store reads), so the main build's
+# librocksdb.a (not instrumented) links as well as one compiled here with sanitizer flags, which
+# takes 10-15 min on two cores. FUZZ_BUILD_ROCKSDB=1 compiles it here instead.
+. scripts/rocksdb-prebuilt.sh
+if [ -z "${FUZZ_BUILD_ROCKSDB:-}" ]; then
+  use_prebuilt_rocksdb "$fuzz_target_dir/rocksdb-prebuilt" fuzz/Cargo.lock \
+    ${main_target_dir:+"$main_target_dir"} /var/cache/conflux-target target
 fi
-if [ -z "${FUZZ_BUILD_ROCKSDB:-}" ] && [ -f "$prebuilt/librocksdb.a" ]; then
-  export ROCKSDB_LIB_DIR=$(realpath "$prebuilt") ROCKSDB_STATIC=1
-elif [ ! -d "$fuzz_target_dir/x86_64-unknown-linux-gnu/release" ]; then
+if [ -z "${ROCKSDB_LIB_DIR:-}" ] && [ ! -d "$fuzz_target_dir/x86_64-unknown-linux-gnu/release" ]; then
   echo "== first fuzz build: compiles RocksDB with sanitizer flags into $fuzz_target_dir (10-15 min on 2 cores)"
 fi
 echo "== cargo fuzz build (into $fuzz_target_dir)"
