@@ -69,7 +69,14 @@ pub enum Refusal {
     NoSurvivor,
     /// The survivor a recorded recovery chose does not answer now.
     SurvivorSilent { ordinal: u32 },
+    /// The survivor itself refused (`409 quorum_available` or `cluster_id_mismatch`): it knows
+    /// better than the statuses the operator read. The recorded intent is withdrawn.
+    NodeRefused { node_id: NodeId, detail: String },
 }
+
+/// The problem codes with which a node refuses `/admin/recover` for good (anything else, such as
+/// a timeout, may have been applied and is retried from the recorded intent).
+const NODE_REFUSALS: [&str; 2] = ["quorum_available", "cluster_id_mismatch"];
 
 impl Refusal {
     pub fn code(&self) -> &'static str {
@@ -81,6 +88,7 @@ impl Refusal {
             Refusal::MajorityReachable { .. } => "MajorityReachable",
             Refusal::NoSurvivor => "NoSurvivor",
             Refusal::SurvivorSilent { .. } => "SurvivorSilent",
+            Refusal::NodeRefused { .. } => "NodeRefused",
         }
     }
 }
@@ -104,6 +112,7 @@ impl std::fmt::Display for Refusal {
             Refusal::SurvivorSilent { ordinal } => {
                 write!(f, "pod {ordinal}, chosen by the recorded recovery, does not answer")
             }
+            Refusal::NodeRefused { node_id, detail } => write!(f, "node {node_id} refused to recover: {detail}"),
         }
     }
 }
@@ -204,19 +213,7 @@ impl Reconciler<'_> {
         let mut next = status.clone();
         let lease = leader_lease_ms(self.cluster);
         let (survivor, cluster_id) = match decide(confirmed, status, &pods, lease) {
-            Decision::Refuse(refusal) => {
-                set_condition(
-                    &mut next,
-                    condition_type::QUORUM_LOSS_RECOVERY,
-                    false,
-                    refusal.code(),
-                    &refusal.to_string(),
-                );
-                self.write_status(&next).await?;
-                self.remove_recovery_annotation().await?;
-                self.event(EventType::Warning, "QuorumLossRecoveryRefused", refusal.to_string()).await;
-                return Ok(Requeue::requeue(std::time::Duration::from_secs(5)));
-            }
+            Decision::Refuse(refusal) => return self.refuse_recovery(status, refusal).await,
             Decision::Finish { survivor, cluster_id } => (survivor, cluster_id),
             Decision::Recover { survivor, tombstone } => {
                 let old = status.cluster_id.clone().ok_or(Error::NoClusterId)?;
@@ -238,6 +235,11 @@ impl Reconciler<'_> {
                 self.context.metrics.membership_change("Recover", answer.is_ok());
                 match answer {
                     Ok(rebuilt) => (survivor, rebuilt.cluster_id),
+                    // Refused for good: withdraw the intent (and its tombstones) recorded above.
+                    Err(source) if source.code().is_some_and(|code| NODE_REFUSALS.contains(&code)) => {
+                        let refusal = Refusal::NodeRefused { node_id: survivor.node_id, detail: source.to_string() };
+                        return self.refuse_recovery(status, refusal).await;
+                    }
                     Err(source) => {
                         let error = Error::Node { endpoint, source: Box::new(source) };
                         self.event(EventType::Warning, "QuorumLossRecoveryFailed", error.to_string()).await;
@@ -263,6 +265,17 @@ impl Reconciler<'_> {
         self.remove_recovery_annotation().await?;
         self.event(EventType::Normal, "QuorumLossRecovered", message).await;
         Ok(Requeue::requeue(std::time::Duration::from_secs(2)))
+    }
+
+    /// Records why on `status` (as it was before any intent), removes the annotation so that only
+    /// a new request retries, and tells with a Warning event.
+    async fn refuse_recovery(&self, status: &ConfluxClusterStatus, refusal: Refusal) -> Result<Requeue> {
+        let mut next = status.clone();
+        set_condition(&mut next, condition_type::QUORUM_LOSS_RECOVERY, false, refusal.code(), &refusal.to_string());
+        self.write_status(&next).await?;
+        self.remove_recovery_annotation().await?;
+        self.event(EventType::Warning, "QuorumLossRecoveryRefused", refusal.to_string()).await;
+        Ok(Requeue::requeue(std::time::Duration::from_secs(5)))
     }
 
     async fn remove_recovery_annotation(&self) -> Result<()> {

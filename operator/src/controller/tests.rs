@@ -84,6 +84,9 @@ struct FakeRaft {
     restored: Vec<Vec<u8>>,
     /// (endpoint, confirmed cluster id) of every `POST /admin/recover`.
     recovers: Vec<(String, String)>,
+    /// The problem code `POST /admin/recover` answers with (409), as a node that still reaches
+    /// its quorum does.
+    recover_refusal: Option<&'static str>,
 }
 
 /// What a backup file starts with; the fake node refuses anything else (`invalid_backup`).
@@ -313,7 +316,10 @@ impl NodeAdmin for FakeNodes {
             let mut raft = self.raft();
             raft.recovers.push((endpoint.to_string(), cluster_id.to_string()));
             if raft.cluster_of.get(&id).map(String::as_str) != Some(cluster_id) {
-                return Err(problem(409, "wrong_cluster"));
+                return Err(problem(409, "cluster_id_mismatch"));
+            }
+            if let Some(code) = raft.recover_refusal {
+                return Err(problem(409, code));
             }
             // The survivor keeps what it applied and alone forms a new cluster.
             raft.cluster_of.insert(id, "c9".into());

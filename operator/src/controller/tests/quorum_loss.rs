@@ -130,3 +130,27 @@ async fn the_survivor_is_the_reachable_voter_with_the_highest_applied_index() {
     expected.sort();
     assert_eq!(removed, expected, "every other member, reachable or not, is tombstoned");
 }
+
+/// The operator judged the quorum lost, but the survivor still reaches it and refuses: the intent
+/// and its tombstones recorded before the call are withdrawn, the annotation is removed, and the
+/// members keep their ids.
+#[tokio::test]
+async fn a_recovery_the_survivor_refuses_withdraws_its_intent_and_tombstones() {
+    let mut harness = Harness::new(3).await;
+    harness.settle(8).await;
+    harness.silence(&[0, 1]);
+    harness.nodes.raft().leader = None;
+    harness.nodes.raft().recover_refusal = Some("quorum_available");
+    let before = harness.cluster().await.status.expect("status");
+    harness.annotate_recovery("c1").await;
+    harness.reconcile_once().await;
+
+    assert_eq!(harness.nodes.raft().recovers.len(), 1, "the survivor was asked");
+    let cluster = harness.cluster().await;
+    assert!(!cluster.annotations().contains_key(ANNOTATION), "a refused request must be made again");
+    assert_eq!(condition(&cluster, "QuorumLossRecovery"), ("False".into(), "NodeRefused".into()));
+    let status = cluster.status.expect("status");
+    assert_eq!(status.operation, None, "the intent is withdrawn");
+    assert_eq!(status.removed_node_ids, before.removed_node_ids, "no member was tombstoned");
+    assert_eq!(status.cluster_id.as_deref(), Some("c1"));
+}
