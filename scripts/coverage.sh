@@ -21,6 +21,8 @@ export CONFLUX_BIN="$CARGO_LLVM_COV_TARGET_DIR/debug/conflux"
 # Coverage is of our Rust code: RocksDB links uninstrumented from the regular build when it can.
 . scripts/rocksdb-prebuilt.sh
 use_prebuilt_rocksdb "$CARGO_LLVM_COV_TARGET_DIR/rocksdb-prebuilt" Cargo.lock "${CARGO_TARGET_DIR:-$PWD/target}"
+# A RocksDB that librocksdb-sys did not compile does not bring the C++ runtime along.
+[ -z "${ROCKSDB_LIB_DIR:-}" ] || export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-lstdc++"
 
 report=$(mktemp)
 trap 'rm -f "$report"' EXIT
