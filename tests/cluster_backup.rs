@@ -314,15 +314,7 @@ async fn a_backup_taken_under_writes_restores_exactly_the_state_at_its_revision(
     let target = pristine(NodeOptions::default()).await;
     target.nodes[0].admin().restore(file).await.expect("restore");
     leads_alone(&target, 0).await;
-    let restored: BTreeMap<String, u64> = target.nodes[0]
-        .client()
-        .list("load", "t", "w")
-        .await
-        .unwrap()
-        .configs
-        .into_iter()
-        .map(|c| (c.name, c.revision))
-        .collect();
+    let restored = revisions_of(&target.nodes[0].client(), u64::MAX).await;
     for (name, revision) in &acked_before {
         assert_eq!(restored.get(name), Some(revision), "{name}, acknowledged before the backup started, is missing");
     }
@@ -332,16 +324,7 @@ async fn a_backup_taken_under_writes_restores_exactly_the_state_at_its_revision(
     }
     // Exactly the source's state at the backup's revision: every write is a new key, so the
     // source's keys up to that revision are that state.
-    let source: BTreeMap<String, u64> = cluster.nodes[leader]
-        .client()
-        .list("load", "t", "w")
-        .await
-        .unwrap()
-        .configs
-        .into_iter()
-        .filter(|c| c.revision <= backup_revision)
-        .map(|c| (c.name, c.revision))
-        .collect();
+    let source = revisions_of(&cluster.nodes[leader].client(), backup_revision).await;
     assert_eq!(restored, source);
     eprintln!(
         "{} writes acknowledged ({} before the backup started), backup at revision {} holds {}",
@@ -350,6 +333,12 @@ async fn a_backup_taken_under_writes_restores_exactly_the_state_at_its_revision(
         backup_revision,
         restored.len()
     );
+}
+
+/// The revision of each config in `load/t/w` last written at or before `up_to`, by name.
+async fn revisions_of(client: &Client, up_to: u64) -> BTreeMap<String, u64> {
+    let page = client.list("load", "t", "w").await.unwrap();
+    page.configs.into_iter().filter(|c| c.revision <= up_to).map(|c| (c.name, c.revision)).collect()
 }
 
 fn problem_code(error: ClientError) -> (u16, String, String) {
