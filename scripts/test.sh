@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, clippy, unit and property tests, storage, API and real
 # multi-process cluster tests, the operator (planner, reconcile against kube-fake-client, end to
-# end with real nodes), and the Helm chart and manifests. Installs what is missing first.
+# end with real nodes), the Helm chart and manifests, and a short run of every fuzz target. Installs
+# what is missing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -33,6 +34,16 @@ cargo test --workspace --all-features --lib --bins --tests --no-run
 # --no-fail-fast: a failing test binary does not hide the results of the ones after it.
 status=0
 cargo test --workspace --all-features --lib --bins --tests --no-fail-fast -- --test-threads=1 2>&1 | tee -a "$results" || status=$?
+
+echo "== fuzz targets (${FUZZ_CI_SECONDS:=15}s each, on the committed corpus)"
+# Every cargo-fuzz target replays its whole committed corpus, then fuzzes briefly; a crash fails
+# CI. cargo fuzz needs a nightly toolchain, which rustup cannot fetch without its own server: on a
+# machine without one the step says so and is skipped (scripts/fuzz.sh runs it anywhere else).
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  scripts/fuzz.sh "$FUZZ_CI_SECONDS" || status=$?
+else
+  echo "skipped: no nightly toolchain on this machine"
+fi
 
 # One closing line for everything: cargo's per-binary results plus pytest's.
 awk '/^test result:/ { passed += $4; failed += $6 }
