@@ -22,6 +22,9 @@ mkdir -p "$venv" 2>/dev/null && [ -w "$venv" ] || venv=.venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/chart/requirements.txt
 "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/chart | tee -a "$results"
+# The operator's S3 backup test runs moto's S3 server from the same virtualenv.
+CONFLUX_MOTO_SERVER=$(realpath "$venv/bin/moto_server")
+export CONFLUX_MOTO_SERVER
 
 echo "== cargo test"
 # Every cargo command here selects the whole workspace with all features, so dependencies are

@@ -7,7 +7,8 @@
 //!
 //! A second test deletes the `ConfluxCluster`, creates it again with the same name, and reads
 //! every key back from the same volumes.
-//! `day_two.rs`: backup, delete, restore; quorum-loss recovery.
+//! `day_two.rs`: backup (to a directory and to an S3 bucket, `s3_server.rs`), delete, restore;
+//! quorum-loss recovery.
 //!
 //! Needs the node binary: `CONFLUX_BIN=/path/to/conflux cargo test --features e2e --test
 //! e2e_real_nodes` (built with `cargo build --bin conflux` at the repository root).
@@ -51,6 +52,8 @@ use serde_json::json;
 
 #[path = "e2e_real_nodes/day_two.rs"]
 mod day_two;
+#[path = "e2e_real_nodes/s3_server.rs"]
+mod s3_server;
 
 const NAMESPACE: &str = "e2e";
 const NAME: &str = "cfx";

@@ -1,6 +1,6 @@
-//! Day two with real nodes: a `ConfluxBackup` into a local-filesystem object store, the cluster
-//! deleted, a new one restored from it with `spec.bootstrap.fromBackup` (every key, version,
-//! release and audit record compared); and quorum loss: two of three members gone, the
+//! Day two with real nodes: a `ConfluxBackup` into a local-filesystem object store and into an S3
+//! bucket on a real S3 API, the cluster deleted, a new one restored from it with
+//! `spec.bootstrap.fromBackup` (every key, version, release and audit record compared); and quorum loss: two of three members gone, the
 //! annotation, every write the survivor had applied kept and the cluster back to three members.
 
 use std::{sync::Arc, time::Duration};
@@ -14,15 +14,19 @@ use conflux_operator::{
     crd::{
         backup::{
             BackupDestination, BackupPhase, BootstrapSpec, ConfluxBackup, ConfluxBackupSpec, FromBackup,
-            LocalDestination,
+            LocalDestination, S3Destination,
         },
         ConfluxCluster, ConfluxClusterSpec, StorageSpec,
     },
+    destination::{ACCESS_KEY_ID, SECRET_ACCESS_KEY},
     recovery,
 };
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{PersistentVolumeClaim, Pod, Secret},
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{PersistentVolumeClaim, Pod, Secret},
+    },
+    ByteString,
 };
 use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -30,7 +34,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{reconcile, Harness, NAME, NAMESPACE};
+use super::{reconcile, s3_server::S3Server, Harness, NAME, NAMESPACE};
 
 const KEYS: usize = 1000;
 
@@ -145,6 +149,54 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and_audit_record() {
     let store = tempfile::tempdir().expect("backup directory");
+    let destination =
+        BackupDestination { s3: None, local: Some(LocalDestination { path: store.path().display().to_string() }) };
+    let stored_size =
+        |key: String| async move { std::fs::metadata(store.path().join(key)).expect("object on disk").len() };
+    back_up_delete_and_restore(destination, None, stored_size).await;
+}
+
+/// The same through an S3 bucket: a real S3 API (moto's server) on loopback, credentials from a
+/// Secret, signed requests from the operator's `object_store` client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_through_an_s3_bucket_restores_into_a_new_cluster() {
+    let s3 = S3Server::start().await;
+    let destination = BackupDestination {
+        s3: Some(S3Destination {
+            bucket: S3Server::BUCKET.into(),
+            prefix: Some("conflux/e2e".into()),
+            endpoint: Some(s3.endpoint.clone()),
+            region: Some("eu-west-1".into()),
+            credentials_secret: Some("s3-credentials".into()),
+            allow_http: true,
+        }),
+        local: None,
+    };
+    let mut credentials = Secret::default();
+    credentials.metadata.name = Some("s3-credentials".into());
+    credentials.metadata.namespace = Some(NAMESPACE.into());
+    credentials.data = Some(
+        [(ACCESS_KEY_ID, S3Server::ACCESS_KEY_ID), (SECRET_ACCESS_KEY, S3Server::SECRET_ACCESS_KEY)]
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), ByteString(value.as_bytes().to_vec())))
+            .collect(),
+    );
+    let stored_size = |key: String| s3.object_size(key);
+    back_up_delete_and_restore(destination, Some(credentials), stored_size).await;
+}
+
+/// A `ConfluxBackup` of a cluster with history into `destination` (`credentials` created first
+/// when given), the object's size as `stored_size` finds it checked against the status, the
+/// cluster deleted with its volumes, and a new one restored from the backup: every config,
+/// version, release and audit record equal on every pod, and revisions going on above the backup's.
+async fn back_up_delete_and_restore<Size, Sized>(
+    destination: BackupDestination,
+    credentials: Option<Secret>,
+    stored_size: Size,
+) where
+    Size: FnOnce(String) -> Sized,
+    Sized: std::future::Future<Output = u64>,
+{
     let mut harness = Harness::new(3).await;
     harness.converge(3, "bootstrap").await;
     let (_, admin_token) = harness.tokens().await.expect("tokens");
@@ -153,8 +205,9 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
     let before = read_contents(&client).await;
     let old_cluster_id = harness.cluster().await.status.and_then(|s| s.cluster_id).expect("cluster id");
 
-    let destination =
-        BackupDestination { s3: None, local: Some(LocalDestination { path: store.path().display().to_string() }) };
+    if let Some(secret) = credentials {
+        harness.api::<Secret>().create(&PostParams::default(), &secret).await.expect("credentials created");
+    }
     let mut request =
         ConfluxBackup::new("before-delete", ConfluxBackupSpec { cluster: NAME.into(), destination: Some(destination) });
     request.metadata.namespace = Some(NAMESPACE.into());
@@ -164,8 +217,8 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
     assert_eq!(status.phase, Some(BackupPhase::Completed), "{:?}", status.message);
     assert_eq!(status.cluster_id.as_deref(), Some(old_cluster_id.as_str()));
     let backup_revision = status.revision.expect("revision");
-    let object = store.path().join(status.key.as_deref().expect("key"));
-    assert_eq!(std::fs::metadata(&object).expect("object on disk").len(), status.size_bytes.expect("size"));
+    let stored = stored_size(status.key.clone().expect("key")).await;
+    assert_eq!(stored, status.size_bytes.expect("size"), "the stored object is the backup the status describes");
     eprintln!("backup: {} bytes at revision {backup_revision}", status.size_bytes.unwrap_or(0));
 
     harness.delete_everything().await;
