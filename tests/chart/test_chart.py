@@ -40,6 +40,7 @@ VALUE_SETS = {
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
         "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+        "backupVolume": {"claimName": "conflux-backups", "mountPath": "/var/backups/conflux"},
     },
     "namespaced": {
         "watchNamespaces": ["team-a", "team-b"],
@@ -272,7 +273,24 @@ def test_operator_runs_as_two_non_root_replicas_with_a_read_only_root():
     assert container["args"] == ["run"]
 
 
+def test_a_backup_volume_claim_is_mounted_writable_only_when_named():
+    def operator_pod(values):
+        [deployment] = [obj for obj in render(values) if obj["kind"] == "Deployment"]
+        return deployment["spec"]["template"]["spec"]
+
+    plain = operator_pod({})
+    assert "volumes" not in plain and "volumeMounts" not in plain["containers"][0]
+    assert "fsGroup" not in plain["securityContext"]
+    pod = operator_pod({"backupVolume": {"claimName": "conflux-backups", "mountPath": "/var/backups/conflux"}})
+    assert pod["volumes"] == [{"name": "backups", "persistentVolumeClaim": {"claimName": "conflux-backups"}}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "backups", "mountPath": "/var/backups/conflux"}]
+    assert pod["securityContext"]["fsGroup"] == 65532
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 @pytest.mark.parametrize("values", [
+    {"backupVolume": {"claimName": "Not A Claim"}},
+    {"backupVolume": {"claimName": "ok", "mountPath": "relative/path"}},
     {"exampleCluster": {"enabled": True, "replicas": -1}},
     {"exampleCluster": {"enabled": True, "storage": {"size": "lots"}}},
     {"metrics": {"port": 0}},
