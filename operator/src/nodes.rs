@@ -13,7 +13,7 @@ use conflux::{
     client::{Client, ClientError},
     wire,
 };
-use futures::{future::BoxFuture, stream::BoxStream, TryStreamExt};
+use futures::{future::BoxFuture, stream::BoxStream};
 use tokio::io::AsyncWrite;
 
 use crate::{crd::NodeId, resources::Names};
@@ -245,9 +245,8 @@ impl NodeAdmin for HttpNodeAdmin {
     ) -> BoxFuture<'a, Result<Rebuilt, ClientError>> {
         let client = self.client(endpoint, token);
         Box::pin(async move {
-            // The node client sends a restore as one body: the whole backup is held here.
-            let chunks: Vec<Bytes> = body.try_collect().await.map_err(ClientError::Write)?;
-            let result = client?.restore(chunks.concat()).await?;
+            // Streamed: each chunk read from the destination is sent on, none is kept.
+            let result = client?.restore(reqwest::Body::wrap_stream(body)).await?;
             Ok(Rebuilt { node_id: result.node_id, cluster_id: result.cluster_id, revision: result.revision })
         })
     }

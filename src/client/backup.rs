@@ -60,7 +60,9 @@ impl Client {
 
     /// Restores a backup file into a pristine node (started with `--join`, never initialized),
     /// which becomes the single voter of a new cluster (`POST /admin/restore`).
-    pub async fn restore(&self, backup: Vec<u8>) -> Result<wire::RestoreResult, ClientError> {
+    /// `backup` is the file's bytes, or a stream of them (`reqwest::Body::wrap_stream`), which is
+    /// sent as it arrives: the caller never holds the whole backup.
+    pub async fn restore(&self, backup: impl Into<reqwest::Body>) -> Result<wire::RestoreResult, ClientError> {
         let builder = self
             .request(Method::POST, "/admin/restore")
             .timeout(TRANSFER_TIMEOUT)

@@ -151,8 +151,10 @@ async fn a_backup_restores_into_a_new_cluster_with_every_key_version_release_and
     let store = tempfile::tempdir().expect("backup directory");
     let destination =
         BackupDestination { s3: None, local: Some(LocalDestination { path: store.path().display().to_string() }) };
+    // Only the path goes into the closure: `store` lives to the end, past the restore that reads it.
+    let directory = store.path().to_path_buf();
     let stored_size =
-        |key: String| async move { std::fs::metadata(store.path().join(key)).expect("object on disk").len() };
+        |key: String| async move { std::fs::metadata(directory.join(key)).expect("object on disk").len() };
     back_up_delete_and_restore(destination, None, stored_size).await;
 }
 
