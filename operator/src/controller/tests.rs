@@ -4,7 +4,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use conflux::{
@@ -1186,6 +1189,65 @@ async fn a_token_secret_the_cluster_does_not_own_is_refused_and_no_pod_is_create
     harness.settle(8).await;
     let secret = harness.api::<Secret>().get("cfx-token").await.expect("secret");
     assert_eq!(secret.metadata.owner_references.expect("owned")[0].kind, "ConfluxCluster");
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded"), ("False".into(), "AllHealthy".into()));
+    assert_eq!(harness.voters(), 3);
+}
+
+/// `inner` behind a gate that answers every Secret request with 403 while `deny` is set, as the
+/// API server does in a namespace the operator's Roles do not cover (kube-fake-client itself
+/// never answers 403).
+fn denying_secrets(inner: kube::Client, deny: Arc<AtomicBool>) -> kube::Client {
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let (inner, deny) = (inner.clone(), deny.clone());
+        async move {
+            if !(deny.load(Ordering::SeqCst) && request.uri().path().contains("/secrets")) {
+                return inner.send(request).await;
+            }
+            let status = json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                "message": "secrets \"cfx-token\" is forbidden: User \"system:serviceaccount:conflux-system:conflux-operator\" cannot get resource \"secrets\"",
+            });
+            let body = kube::client::Body::from(serde_json::to_vec(&status).expect("status serializes"));
+            Ok::<_, kube::Error>(
+                http::Response::builder()
+                    .status(403)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .expect("response builds"),
+            )
+        }
+    });
+    kube::Client::new(service, NAMESPACE)
+}
+
+#[tokio::test]
+async fn a_namespace_whose_secrets_the_operator_may_not_use_degrades_the_cluster_until_rbac_allows_it() {
+    let mut harness = Harness::new(3).await;
+    let deny = Arc::new(AtomicBool::new(true));
+    let mut context = Context::new(
+        denying_secrets(harness.client.clone(), deny.clone()),
+        harness.nodes.clone(),
+        Metrics::new().expect("metrics"),
+    );
+    let clock = harness.now.clone();
+    context.clock = Arc::new(move || *clock.lock().expect("clock lock"));
+    harness.context = Arc::new(context);
+    harness.reconcile_once().await;
+    harness.reconcile_once().await;
+
+    assert!(harness.api::<StatefulSet>().get_opt(NAME).await.expect("get").is_none(), "no pods without the token");
+    let cluster = harness.cluster().await;
+    assert_eq!(condition(&cluster, "Degraded"), ("True".into(), "Forbidden".into()));
+    let message = cluster.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"));
+    let message = message.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("clusterNamespaces"), "the condition says what to change: {message}");
+    assert_eq!(cluster.status.and_then(|s| s.phase), Some(Phase::Degraded));
+    assert!(harness.events().await.contains(&("Warning".into(), "Forbidden".into())));
+
+    // Once RBAC allows it (the namespace added to the chart's values), the operator goes on.
+    deny.store(false, Ordering::SeqCst);
+    harness.settle(8).await;
     let cluster = harness.cluster().await;
     assert_eq!(condition(&cluster, "Degraded"), ("False".into(), "AllHealthy".into()));
     assert_eq!(harness.voters(), 3);
