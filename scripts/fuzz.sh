@@ -63,7 +63,8 @@ for target in "${targets[@]}"; do
     mkdir -p "$scratch"
     corpora=("$scratch" "$committed")
   fi
-  log=$fuzz_target_dir/$target.log
+  # Named by the run length too: a short CI run beside a long one does not overwrite its log.
+  log=$fuzz_target_dir/$target-${seconds}s.log
   echo "== $target: ${seconds}s on $(find "$committed" -type f | wc -l) committed inputs"
   if nice -n 19 cargo +nightly fuzz run --target-dir "$fuzz_target_dir" "$target" "${corpora[@]}" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
@@ -75,7 +76,7 @@ for target in "${targets[@]}"; do
   fi
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-  corpus=$(grep -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -n 1)
+  corpus=$(grep -a -o 'corp: [0-9]*/[0-9]*[a-zA-Z]*' "$log" | tail -n 1)
   echo "   $status: ${runs:-?} runs, ${speed:-?} exec/s, ${corpus:-corp: ?} (log: $log)"
 done
 
