@@ -167,6 +167,19 @@ impl ConfluxClusterSpec {
     pub fn tls_mode(&self) -> TlsMode {
         self.tls.as_ref().map_or(TlsMode::Disabled, |tls| tls.mode)
     }
+
+    /// The spec the operator's unit tests start from: `replicas` members of a pinned image,
+    /// 1 Gi volumes, every other field at its default.
+    #[cfg(test)]
+    pub(crate) fn for_tests(replicas: i32) -> ConfluxClusterSpec {
+        ConfluxClusterSpec {
+            replicas,
+            image: "ghcr.io/conflux/conflux".into(),
+            version: "0.1.0".into(),
+            storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+            ..ConfluxClusterSpec::default()
+        }
+    }
 }
 
 /// Image pull policy.

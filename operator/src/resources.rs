@@ -406,19 +406,10 @@ pub fn statefulset(cluster: &ConfluxCluster, replicas: u32) -> StatefulSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ConfluxClusterSpec, StorageSpec};
+    use crate::crd::ConfluxClusterSpec;
 
     pub fn cluster(replicas: i32) -> ConfluxCluster {
-        let mut cluster = ConfluxCluster::new(
-            "cfx",
-            ConfluxClusterSpec {
-                replicas,
-                image: "ghcr.io/conflux/conflux".into(),
-                version: "0.1.0".into(),
-                storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
-                ..ConfluxClusterSpec::default()
-            },
-        );
+        let mut cluster = ConfluxCluster::new("cfx", ConfluxClusterSpec::for_tests(replicas));
         cluster.metadata.namespace = Some("prod".into());
         cluster.metadata.uid = Some("0000-1111".into());
         cluster

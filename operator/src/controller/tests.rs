@@ -33,7 +33,6 @@ use crate::{
     controller::{reconcile, Context},
     crd::{
         backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, MemberRole, NodeId, OperationKind, Phase,
-        StorageSpec,
     },
     metrics::Metrics,
     nodes::{BackupBody, BackupTaken, NodeAdmin, Rebuilt},
@@ -44,13 +43,7 @@ const NAMESPACE: &str = "prod";
 const NAME: &str = "cfx";
 
 fn spec(replicas: i32) -> ConfluxClusterSpec {
-    ConfluxClusterSpec {
-        replicas,
-        image: "ghcr.io/conflux/conflux".into(),
-        version: "0.1.0".into(),
-        storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
-        ..ConfluxClusterSpec::default()
-    }
+    ConfluxClusterSpec::for_tests(replicas)
 }
 
 async fn create_cluster(clusters: &Api<ConfluxCluster>, spec: ConfluxClusterSpec) {
