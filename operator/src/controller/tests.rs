@@ -42,10 +42,6 @@ use crate::{
 const NAMESPACE: &str = "prod";
 const NAME: &str = "cfx";
 
-fn spec(replicas: i32) -> ConfluxClusterSpec {
-    ConfluxClusterSpec::for_tests(replicas)
-}
-
 async fn create_cluster(clusters: &Api<ConfluxCluster>, spec: ConfluxClusterSpec) {
     let mut cluster = ConfluxCluster::new(NAME, spec);
     cluster.metadata.namespace = Some(NAMESPACE.into());
@@ -396,7 +392,7 @@ struct Harness {
 
 /// The cluster every harness starts from.
 fn test_cluster(replicas: i32) -> ConfluxCluster {
-    let mut cluster = ConfluxCluster::new(NAME, spec(replicas));
+    let mut cluster = ConfluxCluster::new(NAME, ConfluxClusterSpec::for_tests(replicas));
     cluster.metadata.namespace = Some(NAMESPACE.into());
     cluster
 }
@@ -1121,7 +1117,7 @@ async fn deleting_the_cluster_keeps_its_volumes_by_default() {
 
 #[tokio::test]
 async fn deleting_the_cluster_deletes_its_volumes_when_opted_in() {
-    let mut spec = spec(3);
+    let mut spec = ConfluxClusterSpec::for_tests(3);
     spec.storage.delete_volumes_with_cluster = true;
     let mut harness = Harness::with_spec(spec).await;
     harness.settle(8).await;
@@ -1142,7 +1138,7 @@ async fn a_cluster_created_again_with_the_same_name_adopts_its_kept_volumes_and_
     let voters: BTreeSet<NodeId> = harness.nodes.raft().voters.keys().copied().collect();
     harness.delete_cluster().await;
 
-    create_cluster(&harness.api(), spec(3)).await;
+    create_cluster(&harness.api(), ConfluxClusterSpec::for_tests(3)).await;
     harness.settle(6).await;
 
     assert_eq!(harness.nodes.raft().inits, 1, "pod 0 was never initialized again");
@@ -1315,7 +1311,7 @@ async fn pods_spread_across_hosts_and_zones_by_default() {
 
 #[tokio::test]
 async fn pod_settings_pass_through_and_selector_labels_stay_the_operators() {
-    let mut spec = spec(1);
+    let mut spec = ConfluxClusterSpec::for_tests(1);
     spec.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "registry".into() }]);
     spec.scheduling.priority_class_name = Some("conflux-critical".into());
     spec.scheduling.node_selector = Some(BTreeMap::from([("pool".to_string(), "config".to_string())]));
