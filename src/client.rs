@@ -190,6 +190,34 @@ pub fn trusting(builder: reqwest::ClientBuilder, ca_pem: &[u8]) -> Result<reqwes
     Ok(roots.into_iter().fold(builder, |builder, root| builder.add_root_certificate(root)))
 }
 
+/// A host name and the address it stands for (`HOST=IP`, like curl's `--resolve`): the node's
+/// `--peer-resolve` and [`Client::with_ca_resolving`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddress {
+    pub host: String,
+    pub ip: std::net::IpAddr,
+}
+
+impl std::str::FromStr for HostAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<HostAddress, String> {
+        let (host, ip) = text.split_once('=').ok_or_else(|| format!("expected HOST=IP, got {text:?}"))?;
+        if host.is_empty() || host.contains(['/', ':', ' ']) {
+            return Err(format!("{host:?} is not a host name (HOST=IP, e.g. node-1.example=10.0.0.7)"));
+        }
+        let ip =
+            ip.parse().map_err(|_| format!("{ip:?} is not an IP address (HOST=IP, e.g. node-1.example=10.0.0.7)"))?;
+        Ok(HostAddress { host: host.to_string(), ip })
+    }
+}
+
+/// `builder` reaching each host in `resolve` at its address instead of through DNS; connections
+/// still go to the URL's port.
+pub fn resolving(builder: reqwest::ClientBuilder, resolve: &[HostAddress]) -> reqwest::ClientBuilder {
+    resolve.iter().fold(builder, |builder, entry| builder.resolve(&entry.host, (entry.ip, 0).into()))
+}
+
 /// One name as a URL path segment: every byte outside `[A-Za-z0-9._~-]` percent-encoded.
 fn segment(name: &str) -> Result<String, ClientError> {
     if name.is_empty() || name == "." || name == ".." {
@@ -233,7 +261,18 @@ impl Client {
     /// `ca_pem` (PEM, one or more certificates); no other root is trusted. Fails when `ca_pem`
     /// holds no certificate.
     pub fn with_ca(endpoint: &str, token: Option<String>, ca_pem: &[u8]) -> Result<Client, ClientError> {
-        let http = trusting(Self::builder(), ca_pem)?.build()?;
+        Self::with_ca_resolving(endpoint, token, ca_pem, &[])
+    }
+
+    /// [`Client::with_ca`] that reaches each host named in `resolve` at its address instead of
+    /// looking it up in DNS (the port stays the endpoint's), as nodes do with `--peer-resolve`.
+    pub fn with_ca_resolving(
+        endpoint: &str,
+        token: Option<String>,
+        ca_pem: &[u8],
+        resolve: &[HostAddress],
+    ) -> Result<Client, ClientError> {
+        let http = trusting(resolving(Self::builder(), resolve), ca_pem)?.build()?;
         Ok(Client { http, endpoint: endpoint.trim_end_matches('/').to_string(), token })
     }
 
@@ -407,6 +446,18 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn a_host_address_is_host_equals_ip_and_a_bad_one_says_what_to_fix() {
+        let parsed = HostAddress::from_str("cfx-0.cfx-peers.prod.svc=127.0.0.1").unwrap();
+        assert_eq!(parsed, HostAddress { host: "cfx-0.cfx-peers.prod.svc".into(), ip: [127, 0, 0, 1].into() });
+        assert_eq!(HostAddress::from_str("a=::1").unwrap().ip, std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        assert!(HostAddress::from_str("no-equals").unwrap_err().contains("HOST=IP"));
+        assert!(HostAddress::from_str("a=10.0.0.300").unwrap_err().contains("not an IP address"));
+        assert!(HostAddress::from_str("a:7001=10.0.0.3").unwrap_err().contains("not a host name"));
+        assert!(HostAddress::from_str("=10.0.0.3").unwrap_err().contains("not a host name"));
+    }
 
     #[test]
     fn names_are_percent_encoded_and_dot_segments_refused() {

@@ -22,6 +22,11 @@ pub struct NodeConfig {
     /// URL other members use to reach this node's peer listener [default: http://<peer-listen>].
     #[arg(long, env = "CONFLUX_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
+    /// `HOST=IP`: reach the peer host HOST at IP instead of looking it up in DNS (the port stays
+    /// the peer URL's), like curl's `--resolve`. Repeatable; the environment variable takes a
+    /// comma-separated list. For machines where the members' names are not in DNS.
+    #[arg(long = "peer-resolve", env = "CONFLUX_PEER_RESOLVE", value_name = "HOST=IP", value_delimiter = ',')]
+    pub peer_resolve: Vec<crate::client::HostAddress>,
     /// Node id of a new data directory (1 to 2^53-1), so a node certificate naming it
     /// (`node-<id>.conflux`) can be issued before the first start; an existing data directory must
     /// already have this id [default: a random id, created with the data directory].

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 pub use identity::ClusterIdentity;
 
+use crate::client::HostAddress;
 use crate::tls::{PeerFiles, TlsError};
 use crate::types::NodeId;
 
@@ -56,17 +57,19 @@ impl PeerCallError {
 pub struct PeerClient {
     http: Arc<RwLock<reqwest::Client>>,
     tls: Option<Arc<PeerFiles>>,
+    resolve: Arc<[HostAddress]>,
     token: Arc<str>,
     identity: Arc<ClusterIdentity>,
     max_reply_bytes: usize,
 }
 
-fn http_client(tls: Option<&PeerFiles>) -> Result<reqwest::Client, TlsError> {
+fn http_client(tls: Option<&PeerFiles>, resolve: &[HostAddress]) -> Result<reqwest::Client, TlsError> {
     let builder = reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_millis(500))
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64);
+    let builder = crate::client::resolving(builder, resolve);
     let builder = match tls {
         Some(files) => files.client(builder)?,
         None => builder,
@@ -76,15 +79,17 @@ fn http_client(tls: Option<&PeerFiles>) -> Result<reqwest::Client, TlsError> {
 
 impl PeerClient {
     /// `max_reply_bytes` bounds every answer read (the peer body limit: no honest answer is
-    /// larger than what a peer may send). Fails when the peer TLS files do not load.
+    /// larger than what a peer may send); `resolve` names peer hosts reached without DNS
+    /// (`--peer-resolve`). Fails when the peer TLS files do not load.
     pub fn new(
         token: Arc<str>,
         identity: Arc<ClusterIdentity>,
         max_reply_bytes: usize,
         tls: Option<PeerFiles>,
+        resolve: &[HostAddress],
     ) -> Result<PeerClient, TlsError> {
-        let http = Arc::new(RwLock::new(http_client(tls.as_ref())?));
-        Ok(PeerClient { http, tls: tls.map(Arc::new), token, identity, max_reply_bytes })
+        let http = Arc::new(RwLock::new(http_client(tls.as_ref(), resolve)?));
+        Ok(PeerClient { http, tls: tls.map(Arc::new), resolve: resolve.into(), token, identity, max_reply_bytes })
     }
 
     pub fn identity(&self) -> &ClusterIdentity {
@@ -93,7 +98,7 @@ impl PeerClient {
 
     /// Builds the client again from the peer TLS files; on failure the previous one stays.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
-        let http = http_client(self.tls.as_deref())?;
+        let http = http_client(self.tls.as_deref(), &self.resolve)?;
         *self.http.write().unwrap_or_else(|p| p.into_inner()) = http;
         Ok(())
     }
@@ -160,7 +165,7 @@ mod tests {
     pub(crate) fn peer_client(dir: &std::path::Path, max_reply_bytes: usize) -> PeerClient {
         let store = crate::store::Store::open(dir).unwrap();
         let identity = Arc::new(ClusterIdentity::load(store, "a-token-of-sixteen-chars".into()).unwrap());
-        PeerClient::new("a-token-of-sixteen-chars".into(), identity, max_reply_bytes, None).unwrap()
+        PeerClient::new("a-token-of-sixteen-chars".into(), identity, max_reply_bytes, None, &[]).unwrap()
     }
 
     /// Serves `app` on a free port of 127.0.0.1 and returns its URL.

@@ -182,7 +182,13 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let scheme = if peer_tls.is_some() { "https" } else { "http" };
     let advertise_peer = config.advertise_peer.clone().unwrap_or_else(|| format!("{scheme}://{peer_addr}"));
 
-    let peers = PeerClient::new(token.into(), identity.clone(), config.peer_body_limit(), tls.peer.clone())?;
+    let peers = PeerClient::new(
+        token.into(),
+        identity.clone(),
+        config.peer_body_limit(),
+        tls.peer.clone(),
+        &config.peer_resolve,
+    )?;
     let storage = store.raft_storage();
     let committed_index = storage.log_store.committed_index();
     let raft = typ::Raft::new(

@@ -304,7 +304,7 @@ mod tests {
     fn peer_client(dir: &std::path::Path) -> PeerClient {
         let store = Store::open(dir).unwrap();
         let identity = Arc::new(ClusterIdentity::load(store, "a-token-of-sixteen-chars".into()).unwrap());
-        PeerClient::new("a-token-of-sixteen-chars".into(), identity, 1024 * 1024, None).unwrap()
+        PeerClient::new("a-token-of-sixteen-chars".into(), identity, 1024 * 1024, None, &[]).unwrap()
     }
 
     async fn forward(peers: &PeerClient, url: &str) -> Error {
