@@ -263,6 +263,7 @@ pub fn cert_manager_certificate(cluster: &ConfluxCluster, names: &Names) -> Opti
 
 /// Points the node container at its certificate and mounts `<name>-tls` (no change when TLS is
 /// disabled). Both listeners use the pod's certificate; peers must present one from the same CA.
+/// The probes then ask over https (the kubelet does not verify a probe's certificate).
 pub fn mount(cluster: &ConfluxCluster, names: &Names, pod: &mut PodSpec) {
     let (cert, key) = match cluster.spec.tls_mode() {
         TlsMode::Disabled => return,
@@ -279,6 +280,10 @@ pub fn mount(cluster: &ConfluxCluster, names: &Names, pod: &mut PodSpec) {
     ];
     if let Some(container) = pod.containers.first_mut() {
         container.env.get_or_insert_with(Vec::new).extend(files);
+        let probes = [&mut container.readiness_probe, &mut container.liveness_probe, &mut container.startup_probe];
+        for http_get in probes.into_iter().flatten().filter_map(|probe| probe.http_get.as_mut()) {
+            http_get.scheme = Some("HTTPS".into());
+        }
         container.volume_mounts.get_or_insert_with(Vec::new).push(VolumeMount {
             name: "tls".into(),
             mount_path: TLS_DIR.into(),

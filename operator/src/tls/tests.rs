@@ -163,6 +163,7 @@ fn each_pod_reads_its_own_certificate_from_the_mounted_secret_and_advertises_htt
     assert!(!volumes.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("cfx-ca")));
     let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
     assert!(mounts.iter().any(|m| m.name == "tls" && m.mount_path == TLS_DIR && m.read_only == Some(true)));
+    assert_eq!(probe_schemes(&pod.containers[0]), ["HTTPS", "HTTPS"], "probes of a TLS listener ask over https");
 
     let issuer = IssuerRef { name: "corp-ca".into(), kind: IssuerKind::ClusterIssuer };
     let (env, _) = mounted(&cluster(Some(TlsSpec { mode: TlsMode::CertManager, issuer_ref: Some(issuer) })));
@@ -174,7 +175,19 @@ fn each_pod_reads_its_own_certificate_from_the_mounted_secret_and_advertises_htt
         assert!(!env.keys().any(|name| name.contains("TLS")), "{env:?}");
         assert!(!pod.volumes.unwrap_or_default().iter().any(|v| v.name == "tls"));
         assert_eq!(env["CONFLUX_ADVERTISE_PEER"], "http://$(POD_NAME).cfx-peers.$(POD_NAMESPACE).svc:7001");
+        assert_eq!(probe_schemes(&pod.containers[0]), ["HTTP", "HTTP"]);
     }
+}
+
+/// The schemes of the readiness and liveness probes (`HTTP` when unset, as the kubelet reads it).
+fn probe_schemes(container: &k8s_openapi::api::core::v1::Container) -> Vec<String> {
+    [&container.readiness_probe, &container.liveness_probe]
+        .into_iter()
+        .map(|probe| {
+            let http_get = probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("an HTTP probe");
+            http_get.scheme.clone().unwrap_or_else(|| "HTTP".into())
+        })
+        .collect()
 }
 
 #[test]
