@@ -10,7 +10,7 @@ use std::{
 
 use bytes::Bytes;
 use conflux::{
-    client::{Client, ClientError},
+    client::{Client, ClientError, HostAddress},
     wire,
 };
 use futures::{future::BoxFuture, stream::BoxStream};
@@ -119,6 +119,8 @@ pub struct HttpNodeAdmin {
     clients: Mutex<HashMap<ClientKey, Client>>,
     /// Peer domain → CA (PEM).
     trusted: Mutex<HashMap<String, String>>,
+    /// Hosts reached at a fixed address instead of through DNS (an operator outside the cluster).
+    resolve: Vec<HostAddress>,
 }
 
 /// Endpoint, token and CA (PEM) of a cached client.
@@ -136,6 +138,12 @@ impl HttpNodeAdmin {
         Arc::new(HttpNodeAdmin::default())
     }
 
+    /// An admin that reaches each host in `resolve` at its address, not through DNS (like the
+    /// nodes' `--peer-resolve`); https endpoints only, as only they are named by host.
+    pub fn resolving(resolve: Vec<HostAddress>) -> Arc<HttpNodeAdmin> {
+        Arc::new(HttpNodeAdmin { resolve, ..HttpNodeAdmin::default() })
+    }
+
     fn client(&self, endpoint: &str, token: &str) -> Result<Client, ClientError> {
         let host = endpoint.split("://").nth(1).unwrap_or(endpoint).split(':').next().unwrap_or_default();
         let ca = {
@@ -149,7 +157,7 @@ impl HttpNodeAdmin {
         }
         let token = Some(token.to_string());
         let client = match &ca {
-            Some(ca) => Client::with_ca(endpoint, token, ca.as_bytes())?,
+            Some(ca) => Client::with_ca_resolving(endpoint, token, ca.as_bytes(), &self.resolve)?,
             None => Client::new(endpoint, token),
         };
         clients.insert(key, client.clone());

@@ -8,14 +8,16 @@
 //! A second test deletes the `ConfluxCluster`, creates it again with the same name, and reads
 //! every key back from the same volumes.
 //! `day_two.rs`: backup (to a directory and to an S3 bucket, `s3_server.rs`), delete, restore;
-//! quorum-loss recovery.
+//! quorum-loss recovery. `tls.rs`: a cluster with `spec.tls.mode: Auto` — the harness plays the
+//! kubelet's Secret volume and the cluster's DNS (pod names resolve to loopback), so members reach
+//! each other by the names their certificates carry.
 //!
 //! Needs the node binary: `CONFLUX_BIN=/path/to/conflux cargo test --features e2e --test
 //! e2e_real_nodes` (built with `cargo build --bin conflux` at the repository root).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -26,12 +28,12 @@ use std::{
 };
 
 use conflux::{
-    client::{Client, ClientError, PutOptions},
+    client::{Client, ClientError, HostAddress, PutOptions},
     wire,
 };
 use conflux_operator::{
     controller::{reconcile, Context},
-    crd::{backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec},
+    crd::{backup::ConfluxBackup, labels, ConfluxCluster, ConfluxClusterSpec, NodeId, Phase, StorageSpec, TlsSpec},
     metrics::Metrics,
     nodes::{BackupBody, BackupTaken, HttpNodeAdmin, NodeAdmin, Rebuilt},
     resources::Names,
@@ -54,6 +56,8 @@ use serde_json::json;
 mod day_two;
 #[path = "e2e_real_nodes/s3_server.rs"]
 mod s3_server;
+#[path = "e2e_real_nodes/tls.rs"]
+mod tls;
 
 const NAMESPACE: &str = "e2e";
 const NAME: &str = "cfx";
@@ -63,6 +67,32 @@ const NAME: &str = "cfx";
 struct Addresses {
     peer: BTreeMap<u32, SocketAddr>,
     client: BTreeMap<u32, SocketAddr>,
+    /// Members speak TLS, so they are reached by their pods' DNS names ([`pod_hosts`]).
+    tls: bool,
+}
+
+impl Addresses {
+    /// How the listener at `addr` of the pod at `ordinal` is reached: `http://<addr>`, or with
+    /// TLS `https://<pod DNS name>:<port>`, the name its certificate carries.
+    fn url(&self, ordinal: u32, addr: SocketAddr) -> String {
+        match self.tls {
+            true => format!("https://{}:{}", pod_host(ordinal), addr.port()),
+            false => format!("http://{addr}"),
+        }
+    }
+}
+
+/// The DNS name of the pod at `ordinal` (`<pod>.<name>-peers.<ns>.svc`).
+fn pod_host(ordinal: u32) -> String {
+    format!("{NAME}-{ordinal}.{NAME}-peers.{NAMESPACE}.svc")
+}
+
+/// More pods than any test makes.
+const MAX_PODS: u32 = 8;
+
+/// The harness's DNS: every pod name it can make, at loopback (each pod has its own ports).
+fn pod_hosts() -> Vec<HostAddress> {
+    (0..MAX_PODS).map(|ordinal| HostAddress { host: pod_host(ordinal), ip: Ipv4Addr::LOCALHOST.into() }).collect()
 }
 
 /// [`NodeAdmin`] over real HTTP, with the ordinal ↔ address mapping a cluster's DNS would give.
@@ -75,13 +105,16 @@ impl LocalNodes {
     fn url(&self, ordinal: u32) -> String {
         let addresses = self.addresses.lock().expect("addresses");
         match addresses.peer.get(&ordinal) {
-            Some(addr) => format!("http://{addr}"),
+            Some(addr) => addresses.url(ordinal, *addr),
             None => "http://127.0.0.1:9".to_string(),
         }
     }
 }
 
 impl NodeAdmin for LocalNodes {
+    fn trust(&self, names: &Names, ca_pem: Option<&str>) {
+        self.http.trust(names, ca_pem)
+    }
     fn status<'a>(
         &'a self,
         endpoint: &'a str,
@@ -149,7 +182,11 @@ impl NodeAdmin for LocalNodes {
     }
     fn ordinal_of(&self, _names: &Names, peer_url: &str) -> Option<u32> {
         let addresses = self.addresses.lock().expect("addresses");
-        addresses.peer.iter().find(|(_, addr)| format!("http://{addr}") == peer_url).map(|(ordinal, _)| *ordinal)
+        addresses
+            .peer
+            .iter()
+            .find(|(ordinal, addr)| addresses.url(**ordinal, **addr) == peer_url)
+            .map(|(ordinal, _)| *ordinal)
     }
 }
 
@@ -175,12 +212,13 @@ struct Harness {
     /// Each ordinal's data directory (its "volume"); a new one after the claim is deleted.
     volumes: BTreeMap<u32, PathBuf>,
     volume_serial: u32,
+    /// Readiness probes: like the kubelet's, an https probe does not verify the certificate.
     http: reqwest::Client,
     /// Ordinals whose machine is down: their pods stay, their processes are not started.
     down: BTreeSet<u32>,
 }
 
-async fn create_cluster(client: &kube::Client, replicas: i32) {
+async fn create_cluster(client: &kube::Client, replicas: i32, tls: Option<TlsSpec>) {
     let clusters: Api<ConfluxCluster> = Api::namespaced(client.clone(), NAMESPACE);
     let mut cluster = ConfluxCluster::new(
         NAME,
@@ -189,6 +227,7 @@ async fn create_cluster(client: &kube::Client, replicas: i32) {
             image: "conflux".into(),
             version: "dev".into(),
             storage: StorageSpec { size: "1Gi".into(), ..StorageSpec::default() },
+            tls,
             ..ConfluxClusterSpec::default()
         },
     );
@@ -206,6 +245,10 @@ fn binary() -> PathBuf {
 
 impl Harness {
     async fn new(replicas: i32) -> Harness {
+        Harness::with_tls(replicas, None).await
+    }
+
+    async fn with_tls(replicas: i32, tls: Option<TlsSpec>) -> Harness {
         let client = kube_fake_client::ClientBuilder::new()
             .with_resource::<ConfluxCluster>()
             .with_status_subresource::<ConfluxCluster>()
@@ -214,9 +257,10 @@ impl Harness {
             .build()
             .await
             .expect("fake client");
-        create_cluster(&client, replicas).await;
-        let addresses = Arc::new(Mutex::new(Addresses::default()));
-        let nodes = Arc::new(LocalNodes { http: HttpNodeAdmin::new(), addresses: addresses.clone() });
+        let speaks_tls = tls.is_some();
+        create_cluster(&client, replicas, tls).await;
+        let addresses = Arc::new(Mutex::new(Addresses { tls: speaks_tls, ..Addresses::default() }));
+        let nodes = Arc::new(LocalNodes { http: HttpNodeAdmin::resolving(pod_hosts()), addresses: addresses.clone() });
         let context = Arc::new(Context::new(client.clone(), nodes, Metrics::new().expect("metrics")));
         Harness {
             binary: binary(),
@@ -227,7 +271,11 @@ impl Harness {
             processes: BTreeMap::new(),
             volumes: BTreeMap::new(),
             volume_serial: 0,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .danger_accept_invalid_certs(true)
+                .build()
+                .expect("http client"),
             down: BTreeSet::new(),
         }
     }
@@ -260,18 +308,41 @@ impl Harness {
         sts.and_then(|s| s.spec).and_then(|s| s.replicas).map_or(0, |r| u32::try_from(r).unwrap_or(0))
     }
 
-    fn spawn(&mut self, ordinal: u32, (token, admin_token): &(String, String)) {
+    /// With TLS the pod advertises its peer URL, port included, from its first start on: its
+    /// ports are picked before it starts.
+    fn reserve_ports(&self, ordinal: u32) {
+        let mut addresses = self.addresses.lock().expect("addresses");
+        if !addresses.tls || addresses.peer.contains_key(&ordinal) {
+            return;
+        }
+        let free = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("its address")
+        };
+        addresses.client.insert(ordinal, free());
+        addresses.peer.insert(ordinal, free());
+    }
+
+    fn spawn(&mut self, ordinal: u32, (token, admin_token): &(String, String), statefulset: &StatefulSet) {
         let dir = self.volumes.get(&ordinal).expect("volume exists").clone();
-        let (client, peer) = {
+        self.reserve_ports(ordinal);
+        let (client, peer, tls) = {
             let addresses = self.addresses.lock().expect("addresses");
             let client = addresses.client.get(&ordinal).map_or("127.0.0.1:0".to_string(), |a| a.to_string());
             let peer = addresses.peer.get(&ordinal).map_or("127.0.0.1:0".to_string(), |a| a.to_string());
-            (client, peer)
+            (client, peer, addresses.tls)
         };
         let _ = std::fs::remove_file(dir.join("listen.json"));
         std::fs::create_dir_all(&dir).expect("data dir");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("node.log")).expect("log");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if tls {
+            let peer_port = peer.rsplit(':').next().expect("a port").parse().expect("a port");
+            command.envs(tls::pod_env(statefulset, ordinal, peer_port, &self.tls_dir()));
+            let names: Vec<String> = pod_hosts().iter().map(|entry| format!("{}={}", entry.host, entry.ip)).collect();
+            command.env("CONFLUX_PEER_RESOLVE", names.join(","));
+        }
+        let child = command
             .args(["serve", "--join", "--data-dir"])
             .arg(&dir)
             .args(["--listen", &client, "--peer-listen", &peer])
@@ -292,7 +363,10 @@ impl Harness {
                     break value;
                 }
             }
-            assert!(Instant::now() < deadline, "node {ordinal} never started; see {}", dir.display());
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                panic!("node {ordinal} never started; its log:\n{log}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         };
         let parse = |key: &str| listen[key].as_str().and_then(|a| a.parse::<SocketAddr>().ok()).expect("address");
@@ -307,11 +381,22 @@ impl Harness {
         self.volumes.insert(ordinal, dir);
     }
 
-    async fn ready(&self, ordinal: u32) -> bool {
+    /// The pod's readiness probe, as the StatefulSet's template describes it.
+    async fn ready(&self, ordinal: u32, statefulset: &StatefulSet) -> bool {
         let Some(addr) = self.addresses.lock().expect("addresses").client.get(&ordinal).copied() else {
             return false;
         };
-        match self.http.get(format!("http://{addr}/readyz")).send().await {
+        let probe = statefulset
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .and_then(|pod| pod.containers.first())
+            .and_then(|container| container.readiness_probe.as_ref())
+            .and_then(|probe| probe.http_get.clone())
+            .expect("the pods have an HTTP readiness probe");
+        let scheme = probe.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
+        let path = probe.path.as_deref().unwrap_or("/");
+        match self.http.get(format!("{scheme}://{addr}{path}")).send().await {
             Ok(response) => response.status().is_success(),
             Err(_) => false,
         }
@@ -320,14 +405,18 @@ impl Harness {
     /// The StatefulSet controller and the kubelet, one pass. Without a StatefulSet (the cluster
     /// was deleted) its pods are deleted and their processes stop; volumes stay unless deleted.
     async fn kubelet(&mut self) {
-        if self.api::<StatefulSet>().get_opt(NAME).await.expect("get sts").is_none() {
+        let Some(statefulset) = self.api::<StatefulSet>().get_opt(NAME).await.expect("get sts") else {
             self.processes.clear();
             for pod in self.api::<Pod>().list(&Default::default()).await.expect("pods").items {
                 let _ = self.api::<Pod>().delete(&pod.name_any(), &DeleteParams::default()).await;
             }
             return;
-        }
+        };
         let Some(tokens) = self.tokens().await else { return };
+        // A pod whose Secret volume does not exist yet does not start.
+        if self.addresses.lock().expect("addresses").tls && !self.mount_tls_secret().await {
+            return;
+        }
         let replicas = self.statefulset_replicas().await;
         let pods = self.api::<Pod>();
         let claims = self.api::<PersistentVolumeClaim>();
@@ -369,9 +458,9 @@ impl Harness {
                 self.processes.remove(&ordinal);
             }
             if !self.processes.contains_key(&ordinal) && !self.down.contains(&ordinal) {
-                self.spawn(ordinal, &tokens);
+                self.spawn(ordinal, &tokens, &statefulset);
             }
-            let ready = if self.ready(ordinal).await { "True" } else { "False" };
+            let ready = if self.ready(ordinal, &statefulset).await { "True" } else { "False" };
             let status = PodStatus {
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
@@ -457,8 +546,35 @@ impl Harness {
         eprintln!("leader was {leader}, now {now:?}");
     }
 
-    fn client_urls(&self) -> Vec<String> {
-        self.addresses.lock().expect("addresses").client.values().map(|a| format!("http://{a}")).collect()
+    /// The client API (configs, audit) of the pod at `ordinal`, called with `token`.
+    fn api_client(&self, ordinal: u32, token: &str) -> Client {
+        let addr = self.addresses.lock().expect("addresses").client[&ordinal];
+        self.client_at(ordinal, addr, token)
+    }
+
+    /// The admin API (`/admin/status`, ...) of the pod at `ordinal`: it is served on the peer
+    /// listener, not the client one.
+    fn admin_api(&self, ordinal: u32, token: &str) -> Client {
+        let addr = self.addresses.lock().expect("addresses").peer[&ordinal];
+        self.client_at(ordinal, addr, token)
+    }
+
+    /// A client of the listener at `addr` of the pod at `ordinal`; with TLS it trusts only the
+    /// cluster's CA, as read from the mounted Secret.
+    fn client_at(&self, ordinal: u32, addr: SocketAddr, token: &str) -> Client {
+        let addresses = self.addresses.lock().expect("addresses");
+        let url = addresses.url(ordinal, addr);
+        if !addresses.tls {
+            return Client::new(&url, Some(token.to_string()));
+        }
+        let ca = std::fs::read(self.tls_dir().join(conflux_operator::tls::CA_CERT_KEY)).expect("the mounted CA");
+        Client::with_ca_resolving(&url, Some(token.to_string()), &ca, &pod_hosts()).expect("a client trusting the CA")
+    }
+
+    /// The client APIs of the first `replicas` pods that have started.
+    fn live_clients(&self, replicas: u32, token: &str) -> Vec<Client> {
+        let ordinals: Vec<u32> = self.addresses.lock().expect("addresses").client.keys().copied().collect();
+        ordinals.into_iter().take(replicas as usize).map(|ordinal| self.api_client(ordinal, token)).collect()
     }
 
     async fn scale(&self, replicas: i32) {
@@ -472,13 +588,9 @@ impl Harness {
     async fn voters_from_nodes(&self) -> BTreeSet<NodeId> {
         let (_, token) = self.tokens().await.expect("tokens");
         let mut sets = BTreeSet::new();
-        let peers: Vec<SocketAddr> = self.addresses.lock().expect("addresses").peer.values().copied().collect();
-        for (ordinal, addr) in peers.iter().enumerate() {
-            if !self.processes.contains_key(&(ordinal as u32)) {
-                continue;
-            }
-            let admin = Client::new(&format!("http://{addr}"), Some(token.clone()));
-            if let Ok(status) = admin.status().await {
+        let ordinals: Vec<u32> = self.processes.keys().copied().collect();
+        for ordinal in ordinals {
+            if let Ok(status) = self.admin_api(ordinal, &token).status().await {
                 sets.insert(status.voters.keys().copied().collect::<BTreeSet<NodeId>>());
             }
         }
@@ -490,25 +602,26 @@ impl Harness {
 /// Writes unique keys round-robin over the nodes it is given, remembering acknowledged ones.
 struct Writer {
     stop: Arc<AtomicBool>,
-    urls: Arc<Mutex<Vec<String>>>,
+    targets: Arc<Mutex<Vec<Client>>>,
     task: tokio::task::JoinHandle<(Vec<String>, Duration)>,
 }
 
 impl Writer {
-    fn start(urls: Vec<String>, token: String) -> Writer {
+    fn start(targets: Vec<Client>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
-        let urls = Arc::new(Mutex::new(urls));
-        let (stop_flag, shared) = (stop.clone(), urls.clone());
+        let targets = Arc::new(Mutex::new(targets));
+        let (stop_flag, shared) = (stop.clone(), targets.clone());
         let task = tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             let mut longest_gap = Duration::ZERO;
             let mut last_success = Instant::now();
             let mut sequence = 0u64;
             while !stop_flag.load(Ordering::Relaxed) {
-                let targets = shared.lock().expect("urls").clone();
-                let url = &targets[(sequence as usize) % targets.len().max(1)];
+                let client = {
+                    let targets = shared.lock().expect("targets");
+                    targets[(sequence as usize) % targets.len().max(1)].clone()
+                };
                 let key = format!("w{sequence}");
-                let client = Client::new(url, Some(token.clone()));
                 let write = client.put(
                     ["e2e", "app", "prod", &key],
                     b"v".to_vec(),
@@ -524,11 +637,11 @@ impl Writer {
             }
             (acknowledged, longest_gap)
         });
-        Writer { stop, urls, task }
+        Writer { stop, targets, task }
     }
 
-    fn retarget(&self, urls: Vec<String>) {
-        *self.urls.lock().expect("urls") = urls;
+    fn retarget(&self, targets: Vec<Client>) {
+        *self.targets.lock().expect("targets") = targets;
     }
 
     async fn finish(self) -> (Vec<String>, Duration) {
@@ -537,17 +650,11 @@ impl Writer {
     }
 }
 
-async fn assert_all_readable(url: &str, token: &str, keys: &[String]) {
-    let client = Client::new(url, Some(token.to_string()));
+async fn assert_all_readable(client: &Client, keys: &[String]) {
     for key in keys {
         let found = client.get(["e2e", "app", "prod", key], false).await.expect("read");
         assert!(found.is_some(), "acknowledged write {key} is missing");
     }
-}
-
-fn live_urls(harness: &Harness, replicas: u32) -> Vec<String> {
-    let urls = harness.client_urls();
-    urls.into_iter().take(replicas as usize).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,14 +662,15 @@ async fn scaling_one_three_five_three_one_three_keeps_every_write_and_a_lost_dis
     let mut harness = Harness::new(1).await;
     harness.converge(1, "bootstrap").await;
     let (_, admin_token) = harness.tokens().await.expect("the operator created its Secret");
-    let writer = Writer::start(live_urls(&harness, 1), admin_token.clone());
+    let writer = Writer::start(harness.live_clients(1, &admin_token));
 
     for replicas in [3u32, 5, 3, 1, 3] {
         harness.scale(replicas as i32).await;
         // Writes go to the members that stay; new ones join as they come.
-        writer.retarget(live_urls(&harness, replicas.min(harness.statefulset_replicas().await.max(1))));
+        let staying = replicas.min(harness.statefulset_replicas().await.max(1));
+        writer.retarget(harness.live_clients(staying, &admin_token));
         harness.converge(replicas as usize, &format!("scale to {replicas}")).await;
-        writer.retarget(live_urls(&harness, replicas));
+        writer.retarget(harness.live_clients(replicas, &admin_token));
         let from_nodes = harness.voters_from_nodes().await;
         assert_eq!(from_nodes.len(), replicas as usize, "voters after scaling to {replicas}");
         let recorded: BTreeSet<NodeId> = harness.cluster().await.status.expect("status").voters.into_iter().collect();
@@ -593,7 +701,7 @@ async fn scaling_one_three_five_three_one_three_keeps_every_write_and_a_lost_dis
     // Elections take 0.6-1.2 s here (one follows the leader's death above); a stall past several
     // of them means quorum was lost.
     assert!(longest_gap < Duration::from_secs(10), "writes stalled for {longest_gap:?}: quorum was lost");
-    assert_all_readable(&live_urls(&harness, 3)[0], &admin_token, &acknowledged).await;
+    assert_all_readable(&harness.api_client(0, &admin_token), &acknowledged).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,7 +709,7 @@ async fn a_deleted_cluster_keeps_its_volumes_and_comes_back_with_every_key_when_
     let mut harness = Harness::new(3).await;
     harness.converge(3, "bootstrap").await;
     let (_, admin_token) = harness.tokens().await.expect("tokens");
-    let writer = Client::new(&live_urls(&harness, 3)[0], Some(admin_token));
+    let writer = harness.api_client(0, &admin_token);
     let mut written = BTreeMap::new();
     for i in 0..300u32 {
         let key = format!("k{i}");
@@ -627,13 +735,13 @@ async fn a_deleted_cluster_keeps_its_volumes_and_comes_back_with_every_key_when_
     let claims = harness.api::<PersistentVolumeClaim>().list(&Default::default()).await.expect("claims");
     assert_eq!(claims.items.len(), 3, "the volumes are kept");
 
-    create_cluster(&harness.client, 3).await;
+    create_cluster(&harness.client, 3, None).await;
     harness.converge(3, "created again").await;
     let after = harness.cluster().await.status.expect("status");
     assert_eq!(after.cluster_id, before.cluster_id, "the same Raft cluster, adopted");
     assert_eq!(harness.voters_from_nodes().await, voters, "the same members");
     let (_, new_admin_token) = harness.tokens().await.expect("a new token Secret");
-    let reader = Client::new(&live_urls(&harness, 3)[1], Some(new_admin_token));
+    let reader = harness.api_client(1, &new_admin_token);
     for (key, (content, version)) in &written {
         let found = reader.get(["e2e", "app", "prod", key], false).await.expect("read").expect("key is there");
         assert_eq!((&found.content, found.version), (content, *version), "{key}");

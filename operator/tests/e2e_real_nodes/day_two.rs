@@ -94,19 +94,6 @@ async fn read_contents(client: &Client) -> Contents {
 }
 
 impl Harness {
-    /// The client API (configs, audit) of the pod at `ordinal`, called with `token`.
-    fn api_client(&self, ordinal: u32, token: &str) -> Client {
-        let addr = self.addresses.lock().expect("addresses").client[&ordinal];
-        Client::new(&format!("http://{addr}"), Some(token.to_string()))
-    }
-
-    /// The admin API (`/admin/status`, ...) of the pod at `ordinal`: it is served on the peer
-    /// listener, not the client one.
-    fn admin_api(&self, ordinal: u32, token: &str) -> Client {
-        let addr = self.addresses.lock().expect("addresses").peer[&ordinal];
-        Client::new(&format!("http://{addr}"), Some(token.to_string()))
-    }
-
     /// `kubectl delete confluxcluster` with every volume gone too: processes, data directories,
     /// and (the fake API server has no garbage collector) the owned objects.
     async fn delete_everything(&mut self) {
