@@ -50,7 +50,7 @@ VALUE_SETS = {
     "all-namespaces-with-cluster-namespaces": {
         "clusterNamespaces": ["team-a", "conflux-system"],
         "networkPolicy": {"enabled": False},
-        "exampleCluster": {"enabled": True, "antiAffinity": "Required",
+        "exampleCluster": {"enabled": True, "antiAffinity": "Required", "tlsMode": "Disabled",
                            "storage": {"size": "1Gi", "deleteVolumesWithCluster": True}},
     },
     "hibernated-example-retaining-volumes": {
@@ -223,10 +223,12 @@ def test_example_cluster_spreads_members_across_nodes_by_default_and_the_mode_is
     [default] = [obj for obj in render({"exampleCluster": {"enabled": True}}) if obj["kind"] == "ConfluxCluster"]
     assert default["spec"]["scheduling"] == {"antiAffinity": "Preferred"}
     assert default["spec"]["storage"]["deleteVolumesWithCluster"] is False
+    assert default["spec"]["tls"] == {"mode": "Auto"}, "the example cluster speaks TLS unless told not to"
     [required] = [obj for obj in render(VALUE_SETS["all-namespaces-with-cluster-namespaces"])
                   if obj["kind"] == "ConfluxCluster"]
     assert required["spec"]["scheduling"] == {"antiAffinity": "Required"}
     assert required["spec"]["storage"]["deleteVolumesWithCluster"] is True
+    assert required["spec"]["tls"] == {"mode": "Disabled"}
     broken = copy.deepcopy(default)
     broken["spec"]["scheduling"]["antiAffinity"] = "Sometimes"
     with pytest.raises(jsonschema.ValidationError):
@@ -293,6 +295,7 @@ def test_a_backup_volume_claim_is_mounted_writable_only_when_named():
     {"backupVolume": {"claimName": "ok", "mountPath": "relative/path"}},
     {"exampleCluster": {"enabled": True, "replicas": -1}},
     {"exampleCluster": {"enabled": True, "storage": {"size": "lots"}}},
+    {"exampleCluster": {"enabled": True, "tlsMode": "CertManager"}},
     {"metrics": {"port": 0}},
     {"image": {"pullPolicy": "Sometimes"}},
     {"replicaCount": 0},
