@@ -313,6 +313,17 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOPs (`paused`) or SIGCONTs node `index`: a process that stops answering without
+    /// dying, like one stuck in a long GC pause or on a frozen VM.
+    pub fn set_paused(&self, index: usize, paused: bool) {
+        if let Some(process) = &self.nodes[index].process {
+            let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) with a child's pid and a valid signal has no memory effects.
+            let sent = unsafe { libc::kill(process.id() as libc::pid_t, signal) };
+            assert_eq!(sent, 0, "signalling node {index}");
+        }
+    }
+
     /// Restarts node `index` on its data directory and its previous ports.
     pub async fn restart(&mut self, index: usize) {
         let node = &self.nodes[index];

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the fault suite (tests/fault_suite.rs) for seeds FIRST..FIRST+N-1, each in its own test
+# process, FAULT_SECONDS (default 8) of faults per seed, and prints one line per seed and a
+# summary. Every seed runs even after a failure; the exit status is non-zero if any failed, and
+# each failed seed's output is kept in $FAULT_LOG_DIR (default /var/tmp/conflux-fault-suite).
+#
+#   scripts/fault-suite.sh [N [FIRST]]      default N=200, FIRST=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+count=${1:-200}
+first=${2:-1}
+log_dir=${FAULT_LOG_DIR:-/var/tmp/conflux-fault-suite}
+mkdir -p "$log_dir"
+
+cargo build --workspace --all-features --tests --quiet
+binary=$(cargo test --workspace --all-features --test fault_suite --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fault_suite" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$binary" ] || { echo "fault-suite: could not find the fault_suite test binary" >&2; exit 1; }
+
+passed=0
+failed=()
+start=$(date +%s)
+for seed in $(seq "$first" $((first + count - 1))); do
+  log="$log_dir/seed-$seed.log"
+  if FAULT_SEEDS=$seed "$binary" --nocapture >"$log" 2>&1; then
+    passed=$((passed + 1))
+    grep -a '^seed ' "$log" || true
+    rm -f "$log"
+  else
+    failed+=("$seed")
+    echo "seed $seed: FAILED (see $log)"
+  fi
+done
+echo "fault suite: $passed of $count seeds passed in $(( $(date +%s) - start )) s${failed:+; failed: ${failed[*]}}"
+[ ${#failed[@]} -eq 0 ]
