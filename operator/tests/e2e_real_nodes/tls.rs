@@ -89,12 +89,8 @@ impl Harness {
 
 /// The certificate the listener at `url` presents.
 async fn presented_certificate(url: &str) -> Vec<u8> {
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .tls_info(true)
-        .resolve_to_addrs(&super::pod_host(0), &[([127, 0, 0, 1], 0).into()])
-        .build()
-        .expect("http client");
+    let builder = reqwest::Client::builder().danger_accept_invalid_certs(true).tls_info(true);
+    let http = conflux::client::resolving(builder, &super::pod_hosts()).build().expect("http client");
     let response = http.get(format!("{url}/healthz")).send().await.expect("an https answer");
     let info = response.extensions().get::<reqwest::tls::TlsInfo>().expect("TLS info");
     info.peer_certificate().expect("a server certificate").to_vec()
