@@ -29,7 +29,7 @@ pub use reads::Page;
 pub use state_machine::{ArmedPlan, InstallPlan, StateMachineStore};
 pub use views::{ConfigView, LiveRelease, VersionBody};
 
-use crate::types::NodeId;
+use crate::types::{typ, NodeId};
 
 /// Errors opening or reading the store outside openraft's traits.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,7 @@ pub struct Store {
     db: Arc<DB>,
     feed: Arc<feed::AppliedFeed>,
     plan: Arc<state_machine::PlanSlot>,
+    deferred_purge: Arc<log_store::DeferredPurge>,
 }
 
 /// Everything openraft needs from storage, built from one [`Store`].
@@ -103,7 +104,8 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name)));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
-        let store = Store { db: Arc::new(db), feed: Arc::default(), plan: Arc::default() };
+        let store =
+            Store { db: Arc::new(db), feed: Arc::default(), plan: Arc::default(), deferred_purge: Arc::default() };
         match node_id {
             Some(id) => store.claim_node_id(id)?,
             None => store.ensure_node_id()?,
@@ -114,7 +116,7 @@ impl Store {
     /// The openraft log store and state machine over this database.
     pub fn raft_storage(&self) -> RaftStorage {
         RaftStorage {
-            log_store: LogStore::new(self.db.clone()),
+            log_store: LogStore::new(self.db.clone(), self.deferred_purge.clone()),
             state_machine: StateMachineStore::new(self.db.clone(), self.feed.clone(), self.plan.clone()),
         }
     }
@@ -198,6 +200,12 @@ impl Store {
 /// the error. Public for the fuzz target `store_records`, which feeds it what a disk could hold.
 pub fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &[u8]) -> Result<T, StoreError> {
     bincode::deserialize(raw).map_err(|source| StoreError::Corrupt { what, source })
+}
+
+/// Decodes the state machine's last-applied log id as stored under `keys::LAST_APPLIED` (absent:
+/// nothing applied yet).
+pub(crate) fn decode_last_applied(raw: Option<impl AsRef<[u8]>>) -> Result<Option<typ::LogId>, StoreError> {
+    Ok(raw.map(|raw| decode::<Option<typ::LogId>>("last applied", raw.as_ref())).transpose()?.flatten())
 }
 
 pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

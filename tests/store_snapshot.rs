@@ -1,7 +1,8 @@
 //! Snapshot correctness on the real store: a snapshot built while non-idempotent commands are
 //! being applied reproduces the exact state when installed elsewhere and followed by the rest of
 //! the log; and a process killed in the middle of installing a snapshot leaves the old state or
-//! the new one, never a mix.
+//! the new one, never a mix; and a log purge never gets ahead of the state machine (openraft 0.9
+//! runs the purge after an install concurrently with the install).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -12,7 +13,7 @@ use conflux::command::{Change, Command, CommandBatch, Origin};
 use conflux::model::{ConfigKey, Format, Namespace};
 use conflux::store::Store;
 use conflux::types::{typ, TypeConfig};
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
 use tempfile::TempDir;
 
@@ -118,6 +119,44 @@ async fn installing_a_snapshot_replaces_the_whole_state_and_survives_reopen() {
     let mut sm = reopened.raft_storage().state_machine;
     let current = sm.get_current_snapshot().await.unwrap().expect("installed snapshot is current");
     assert_eq!(current.meta, snapshot.meta);
+}
+
+fn entry_at(index: u64) -> typ::Entry {
+    put_entry(index, "after", "x")
+}
+
+/// The order openraft 0.9 may run them in: the purge a snapshot allows is issued while the
+/// install is still to be written. Written at once, a kill in between would leave a log purged
+/// past the state machine, a node openraft refuses to start; so the purge is deferred (openraft
+/// sees it done) and written with the first append after the install.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_is_written_only_once_the_state_machine_holds_what_it_removes() {
+    let snapshot = build_snapshot_of("p").await;
+    let upto = snapshot.meta.last_log_id.expect("a snapshot of applied entries");
+    let dir = TempDir::new().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.raft_storage().log_store;
+        log.purge(upto).await.unwrap();
+        let seen = log.get_log_state().await.unwrap();
+        assert_eq!((seen.last_purged_log_id, seen.last_log_id), (Some(upto), Some(upto)), "openraft sees it done");
+    } // killed before the install was written
+    let store = Store::open(dir.path()).unwrap();
+    let (mut log, mut sm) = (store.raft_storage().log_store, store.raft_storage().state_machine);
+    let restarted = log.get_log_state().await.unwrap();
+    assert_eq!(restarted.last_purged_log_id, None, "a purge past the state machine was written");
+    assert_eq!(sm.applied_state().await.unwrap().0, None);
+
+    log.purge(upto).await.unwrap();
+    sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+    let next = entry_at(upto.index + 1);
+    log.write_entries([next.clone()]).unwrap();
+    drop((log, sm, store));
+
+    let store = Store::open(dir.path()).unwrap();
+    let mut log = store.raft_storage().log_store;
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(upto), Some(next.log_id)));
 }
 
 const CHILD_DIR_ENV: &str = "CONFLUX_TEST_SNAPSHOT_INSTALL_DIR";

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rocksdb::DB;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{decode, keys, Store, StoreError, CF_META, CF_SM_DATA, CF_SM_META};
+use super::{decode, decode_last_applied, keys, Store, StoreError, CF_META, CF_SM_DATA, CF_SM_META};
 use crate::backup::{BackupMeta, Encoder, LogPosition};
 use crate::types::{typ, NodeId};
 use crate::wire;
@@ -95,11 +95,7 @@ fn read_meta(
     view: &rocksdb::SnapshotWithThreadMode<'_, DB>,
     source: BackupSource,
 ) -> Result<Option<BackupMeta>, StoreError> {
-    let last_applied: Option<typ::LogId> = view
-        .get_cf(Store::cf(db, CF_SM_META), keys::LAST_APPLIED)?
-        .map(|r| decode("last applied", &r))
-        .transpose()?
-        .flatten();
+    let last_applied = decode_last_applied(view.get_cf(Store::cf(db, CF_SM_META), keys::LAST_APPLIED)?)?;
     let membership: typ::StoredMembership = view
         .get_cf(Store::cf(db, CF_SM_META), keys::MEMBERSHIP)?
         .map(|r| decode("membership", &r))

@@ -4,29 +4,43 @@
 //! anything else, so handing it to a flusher thread only added a thread hop (measured: no group
 //! ever held more than one append). Many writes share one fsync one level up, where
 //! `service::write_batcher` puts them in one entry.
+//!
+//! A purge is written only once the state machine (same database) has applied what it removes.
+//! openraft 0.9 runs the purge that follows a snapshot install at once, on its core task, while
+//! the install itself runs on the state-machine task. Purging first and then being killed before
+//! the install was written left a node whose purged log was ahead of its state machine, which
+//! openraft refuses to start ever again (`purge_upto <= committed`); the fault suite's
+//! kill-while-joining fault found it. Such a purge is deferred: reads and the log state act as if
+//! it were done, and the next append (once the state machine has caught up) writes it in its own
+//! synced batch. Killed before that, the node restarts on a log and state machine that agree.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, OptionalSend};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
-use super::{decode, encode, keys, Store, CF_LOGS, CF_META};
+use super::{decode, decode_last_applied, encode, keys, Store, CF_LOGS, CF_META, CF_SM_META};
 use crate::types::{typ, TypeConfig};
+
+/// A purge openraft asked for before the state machine held what it removes (see the module
+/// doc), shared by every handle on one database; lost, as it should be, when the process dies.
+pub(super) type DeferredPurge = Mutex<Option<typ::LogId>>;
 
 /// Log store handle; clones share the database.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     committed: Arc<AtomicU64>,
+    deferred_purge: Arc<DeferredPurge>,
 }
 
 impl LogStore {
-    pub(super) fn new(db: Arc<DB>) -> Self {
-        LogStore { db, committed: Arc::new(AtomicU64::new(0)) }
+    pub(super) fn new(db: Arc<DB>, deferred_purge: Arc<DeferredPurge>) -> Self {
+        LogStore { db, committed: Arc::new(AtomicU64::new(0)), deferred_purge }
     }
 
     /// The highest index openraft has reported committed, kept current for readiness and metrics.
@@ -45,6 +59,62 @@ impl LogStore {
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, typ::StorageError> {
         let raw = self.db.get_cf(self.meta(), key).map_err(|e| typ::StorageIOError::read(&e))?;
         raw.map(|r| decode("log metadata", &r).map_err(|e| typ::StorageIOError::read(&e).into())).transpose()
+    }
+
+    /// The index the state machine has applied (0: nothing), read from the shared database.
+    fn applied_index(&self) -> Result<u64, typ::StorageError> {
+        let raw = self.db.get_cf(Store::cf(&self.db, CF_SM_META), keys::LAST_APPLIED);
+        let applied = raw.map_err(|e| typ::StorageIOError::read(&e))?;
+        let applied = decode_last_applied(applied).map_err(|e| typ::StorageIOError::read(&e))?;
+        Ok(applied.map_or(0, |id| id.index))
+    }
+
+    fn deferred(&self) -> Option<typ::LogId> {
+        *self.deferred_purge.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_deferred(&self, purge: Option<typ::LogId>) {
+        *self.deferred_purge.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = purge;
+    }
+
+    /// The last purged log id as openraft sees it: written, or deferred.
+    fn purged(&self) -> Result<Option<typ::LogId>, typ::StorageError> {
+        let written: Option<typ::LogId> = self.get_meta(keys::LAST_PURGED)?;
+        Ok(written.max(self.deferred()))
+    }
+
+    /// Adds the purge of every entry up to `upto` to `batch`. The marker goes first: openraft
+    /// ignores entries at or below it, so a crash between the two writes leaves only harmless
+    /// garbage.
+    fn purge_into(&self, batch: &mut WriteBatch, upto: &typ::LogId) {
+        batch.put_cf(self.meta(), keys::LAST_PURGED, encode(upto));
+        batch.delete_range_cf(self.logs(), keys::log_index(0), keys::log_index(upto.index + 1));
+    }
+
+    /// What `append` writes, synced, before it reports the entries flushed: the entries, and a
+    /// deferred purge once the state machine holds what it removes.
+    pub fn write_entries(&self, entries: impl IntoIterator<Item = typ::Entry>) -> Result<(), typ::StorageError> {
+        let mut batch = WriteBatch::default();
+        let deferred = self.deferred();
+        let ready = match deferred {
+            Some(upto) if self.applied_index()? >= upto.index => Some(upto),
+            _ => None,
+        };
+        if let Some(upto) = &ready {
+            self.purge_into(&mut batch, upto);
+        }
+        for entry in entries {
+            batch.put_cf(self.logs(), keys::log_index(entry.log_id.index), encode(&entry));
+        }
+        self.write_synced(batch).map_err(|e| typ::StorageIOError::write_logs(&e))?;
+        if ready.is_some() {
+            // Unless a newer purge was deferred meanwhile.
+            let mut slot = self.deferred_purge.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if *slot == ready {
+                *slot = None;
+            }
+        }
+        Ok(())
     }
 
     /// Writes `batch` and fsyncs the WAL before returning. Every column family shares the WAL,
@@ -66,6 +136,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
+        // Entries a deferred purge removed are gone for openraft.
+        let start = start.max(self.deferred().map_or(0, |purged| purged.index + 1));
         let mode = rocksdb::IteratorMode::From(&keys::log_index(start), rocksdb::Direction::Forward);
         let mut entries = Vec::new();
         for item in self.db.iterator_cf(self.logs(), mode) {
@@ -87,16 +159,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, typ::StorageError> {
-        let last_purged_log_id: Option<typ::LogId> = self.get_meta(keys::LAST_PURGED)?;
+        let last_purged_log_id = self.purged()?;
         let last = self.db.iterator_cf(self.logs(), rocksdb::IteratorMode::End).next();
-        let last_log_id = match last {
+        let last_entry = match last {
             Some(item) => {
                 let (_, value) = item.map_err(|e| typ::StorageIOError::read_logs(&e))?;
                 let entry: typ::Entry = decode("log entry", &value).map_err(|e| typ::StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
-            None => last_purged_log_id,
+            None => None,
         };
+        let last_log_id = last_entry.max(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -133,11 +206,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = typ::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put_cf(self.logs(), keys::log_index(entry.log_id.index), encode(&entry));
-        }
-        self.write_synced(batch).map_err(|e| typ::StorageIOError::write_logs(&e))?;
+        self.write_entries(entries)?;
         callback.log_io_completed(Ok(()));
         Ok(())
     }
@@ -149,14 +218,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: typ::LogId) -> Result<(), typ::StorageError> {
-        // The marker goes first: openraft ignores entries at or below it, so a crash between the
-        // two writes leaves only harmless garbage.
-        self.db
-            .put_cf(self.meta(), keys::LAST_PURGED, encode(&log_id))
-            .map_err(|e| typ::StorageIOError::write_logs(&e))?;
-        self.db
-            .delete_range_cf(self.logs(), keys::log_index(0), keys::log_index(log_id.index + 1))
-            .map_err(|e| typ::StorageIOError::write_logs(&e))?;
+        if self.applied_index()? < log_id.index {
+            self.set_deferred(self.deferred().max(Some(log_id)));
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.purge_into(&mut batch, &log_id);
+        self.db.write(batch).map_err(|e| typ::StorageIOError::write_logs(&e))?;
+        if self.deferred() <= Some(log_id) {
+            self.set_deferred(None);
+        }
         Ok(())
     }
 }

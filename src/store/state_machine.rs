@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::apply::{EntryApplier, Overlay};
 use super::feed::{Applied, AppliedFeed, Touched};
-use super::{decode, encode, keys, Store, StoreError, CF_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
+use super::{
+    decode, decode_last_applied, encode, keys, Store, StoreError, CF_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT,
+};
 use crate::command::{CommandBatch, CommandResponse};
 use crate::types::{typ, TypeConfig};
 
@@ -155,11 +157,7 @@ impl StateMachineStore {
     /// everything applied (revisions would be given out twice).
     fn relabel(&self, meta: &typ::SnapshotMeta) -> Result<Vec<u8>, StoreError> {
         let view = self.db.snapshot();
-        let applied: Option<typ::LogId> = view
-            .get_cf(self.cf(CF_SM_META), keys::LAST_APPLIED)?
-            .map(|r| decode("last applied", &r))
-            .transpose()?
-            .flatten();
+        let applied = decode_last_applied(view.get_cf(self.cf(CF_SM_META), keys::LAST_APPLIED)?)?;
         let (applied, label) = (applied.map_or(0, |l| l.index), meta.last_log_id.map_or(0, |l| l.index));
         if label <= applied {
             return Err(StoreError::Relabel { applied, label });
@@ -180,11 +178,7 @@ impl StateMachineStore {
     /// Builds a snapshot from one consistent RocksDB view and makes it current.
     fn build(&self) -> Result<typ::Snapshot, StoreError> {
         let view = self.db.snapshot();
-        let last_applied: Option<typ::LogId> = view
-            .get_cf(self.cf(CF_SM_META), keys::LAST_APPLIED)?
-            .map(|r| decode("last applied", &r))
-            .transpose()?
-            .flatten();
+        let last_applied = decode_last_applied(view.get_cf(self.cf(CF_SM_META), keys::LAST_APPLIED)?)?;
         let last_membership: typ::StoredMembership = view
             .get_cf(self.cf(CF_SM_META), keys::MEMBERSHIP)?
             .map(|r| decode("membership", &r))
@@ -227,14 +221,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<typ::LogId>, typ::StoredMembership), typ::StorageError> {
         let meta = self.cf(CF_SM_META);
-        let last_applied: Option<typ::LogId> = self
-            .db
-            .get_cf(meta, keys::LAST_APPLIED)
-            .map_err(read_err)?
-            .map(|r| decode("last applied", &r))
-            .transpose()
-            .map_err(read_err)?
-            .flatten();
+        let last_applied =
+            decode_last_applied(self.db.get_cf(meta, keys::LAST_APPLIED).map_err(read_err)?).map_err(read_err)?;
         let membership = self
             .db
             .get_cf(meta, keys::MEMBERSHIP)

@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{decode, keys, Store, StoreError, CF_SM_DATA, CF_SM_META};
+use super::{decode, decode_last_applied, keys, Store, StoreError, CF_SM_DATA, CF_SM_META};
 use crate::model::config::VersionMeta;
 use crate::model::release::Rule;
 use crate::model::{ConfigKey, ConfigRecord};
-use crate::types::typ;
 
 /// One stored version: its metadata and content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +41,7 @@ impl Store {
         let snapshot = self.db.snapshot();
         let data = Self::cf(&self.db, CF_SM_DATA);
         let get = |cf, raw_key: &[u8]| snapshot.get_cf(cf, raw_key);
-        let last_applied: Option<typ::LogId> = get(Self::cf(&self.db, CF_SM_META), keys::LAST_APPLIED)?
-            .map(|raw| decode("last applied", &raw))
-            .transpose()?
-            .flatten();
+        let last_applied = decode_last_applied(get(Self::cf(&self.db, CF_SM_META), keys::LAST_APPLIED)?)?;
         let revision = last_applied.map_or(0, |id| id.index);
         let record: Option<ConfigRecord> =
             get(data, &keys::record(key))?.map(|raw| decode("config record", &raw)).transpose()?;
