@@ -2,12 +2,15 @@
 //! every operation, then a linearizability check of the whole history (`support/linearizability.rs`).
 //!
 //! Per seed: 3 nodes; 5 clients doing linearizable reads, writes and `If-Match` writes of a few
-//! keys through random nodes; a nemesis that, one fault at a time, SIGKILLs a node (restarting
-//! it later on its data directory), SIGSTOPs one (SIGCONT later), or cuts one off from its peers
-//! (the fault proxy). Afterwards every fault is healed and the suite checks that each key's
-//! history is linearizable (no acknowledged write lost, no stale or reordered read, no two
-//! `If-Match` winners; versions increase one by one), and that every node holds the same content
-//! and version of every key.
+//! keys through random nodes; a nemesis that, one fault at a time, SIGKILLs a node (restarting it
+//! later on its data directory), SIGSTOPs one (SIGCONT later), cuts one off from its peers (the
+//! fault proxy), SIGKILLs one and SIGSTOPs another (no majority left), or churns membership:
+//! removes a voter (the leader too), wipes it and adds it back as a new member, sometimes
+//! SIGKILLing it while it catches up. Nodes snapshot every 100 entries and keep 20 below, so
+//! restarted and new nodes catch up by snapshot install. Afterwards every fault is healed and the
+//! suite checks that each key's history is linearizable (no acknowledged write lost, no stale or
+//! reordered read, no two `If-Match` winners; versions increase one by one), and that every node
+//! holds the same content and version of every key.
 //!
 //! A client's operation whose outcome it never learned (timeout, dropped connection, 5xx) is
 //! recorded as returning "never"; a failed read is dropped (it changed nothing). Every written
@@ -135,39 +138,150 @@ enum Fault {
     Kill(usize),
     Pause(usize),
     Isolate(usize),
+    /// Membership churn: the node leaves the cluster, is wiped, and joins again as a new member.
+    Replace(usize),
+    /// [`Fault::Replace`], with the new member SIGKILLed once 0–400 ms into its catch-up (which
+    /// starts with a snapshot install, at these settings) and restarted on what it had written.
+    ReplaceKilledWhileJoining(usize),
+    /// Two faults at once: the first node SIGKILLed and the second SIGSTOPped, so no majority is
+    /// left until both are healed.
+    KillAndPause(usize, usize),
 }
 
-/// One fault at a time for `run_for`: it lasts 0.3–1.5 s, then a calm 0.2–1 s.
-async fn nemesis(cluster: &mut TestCluster, rng: &mut Rng, run_for: Duration) -> Vec<Fault> {
+/// One fault (or one pair of faults) at a time for `run_for`: it lasts 0.3–1.5 s (a replacement as long as it takes),
+/// then a calm 0.2–1 s. Returns the faults, and how many new members caught up by installing a
+/// snapshot.
+async fn nemesis(cluster: &mut TestCluster, rng: &mut Rng, run_for: Duration) -> (Vec<Fault>, usize) {
     let deadline = Instant::now() + run_for;
-    let mut faults = Vec::new();
+    let (mut faults, mut snapshot_joins) = (Vec::new(), 0);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
         let node = rng.below(NODES as u64) as usize;
-        let fault = match rng.below(3) {
+        let other = (node + 1 + rng.below(NODES as u64 - 1) as usize) % NODES;
+        let fault = match rng.below(6) {
             0 => Fault::Kill(node),
             1 => Fault::Pause(node),
-            _ => Fault::Isolate(node),
+            2 => Fault::Isolate(node),
+            3 => Fault::Replace(node),
+            4 => Fault::ReplaceKilledWhileJoining(node),
+            _ => Fault::KillAndPause(node, other),
         };
+        let lasts = Duration::from_millis(300 + rng.below(1200));
         match fault {
             Fault::Kill(node) => cluster.kill(node),
             Fault::Pause(node) => cluster.set_paused(node, true),
             Fault::Isolate(node) => cluster.partition(&[node]),
+            Fault::Replace(node) => snapshot_joins += usize::from(replace(cluster, node, None).await),
+            Fault::ReplaceKilledWhileJoining(node) => {
+                let kill_after = Duration::from_millis(rng.below(400));
+                snapshot_joins += usize::from(replace(cluster, node, Some(kill_after)).await);
+            }
+            Fault::KillAndPause(killed, paused) => {
+                cluster.kill(killed);
+                cluster.set_paused(paused, true);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+        tokio::time::sleep(lasts).await;
         match fault {
             Fault::Kill(node) => cluster.restart(node).await,
             Fault::Pause(node) => cluster.set_paused(node, false),
             Fault::Isolate(_) => cluster.heal(),
+            Fault::Replace(_) | Fault::ReplaceKilledWhileJoining(_) => {}
+            Fault::KillAndPause(killed, paused) => {
+                cluster.set_paused(paused, false);
+                cluster.restart(killed).await;
+            }
         }
         faults.push(fault);
     }
-    faults
+    (faults, snapshot_joins)
+}
+
+/// Takes node `index` out of the cluster through the leader (a voter removal: joint consensus,
+/// possibly removing the leader itself), wipes it, adds the pristine node as a learner, optionally
+/// SIGKILLs and restarts it `kill_after` into its catch-up, waits until it has caught up, and
+/// makes it a voter again. Clients keep sending to its address throughout. Answers whether the
+/// new member (since its last start) caught up by installing a snapshot.
+async fn replace(cluster: &mut TestCluster, index: usize, kill_after: Option<Duration>) -> bool {
+    let old_id = cluster.nodes[index].node_id;
+    eventually_member_change(cluster, &format!("remove node {old_id}"), |admin| async move {
+        // A removal that timed out may have happened: what counts is the leader's view after.
+        let _ = admin.remove_member(old_id).await;
+        matches!(admin.status().await, Ok(s) if !s.voters.contains_key(&old_id) && !s.learners.contains_key(&old_id))
+    })
+    .await;
+    let new_id = cluster.wipe_and_restart(index).await;
+    let peer_url = cluster.nodes[index].peer_url.clone();
+    let add = |wait: Option<Duration>| {
+        let peer_url = peer_url.clone();
+        move |admin: Client| {
+            let peer_url = peer_url.clone();
+            async move { matches!(admin.add_learner(new_id, &peer_url, wait).await, Ok(r) if wait.is_none() || r.caught_up) }
+        }
+    };
+    if let Some(kill_after) = kill_after {
+        eventually_member_change(cluster, &format!("add learner {new_id}"), add(None)).await;
+        tokio::time::sleep(kill_after).await;
+        cluster.kill(index);
+        cluster.restart(index).await;
+    }
+    eventually_member_change(cluster, &format!("learner {new_id} catches up"), add(Some(Duration::from_secs(20))))
+        .await;
+    let voters: Vec<u64> = cluster.nodes.iter().map(|n| n.node_id).collect();
+    eventually_member_change(cluster, &format!("promote {new_id}"), |admin| {
+        let voters = voters.clone();
+        async move { admin.set_voters(voters).await.is_ok() }
+    })
+    .await;
+    cluster.nodes[index].metric("conflux_snapshots_installed_total", &[]).await > 0.0
+}
+
+/// Retries `change` against the current leader's admin API until it reports success: a leader
+/// can be deposed mid-call (the fault suite's clients keep the cluster busy), and a change that
+/// timed out may or may not have happened, so each change is written to succeed when repeated.
+async fn eventually_member_change<F, Fut>(cluster: &TestCluster, what: &str, change: F)
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Not `TestCluster::leader`: a pristine node that is not a member yet knows no leader.
+        if let Some(leader) = self_declared_leader(cluster).await {
+            if change(cluster.nodes[leader].admin()).await {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> =
+                (0..cluster.nodes.len()).map(|i| format!("node {i}:\n{}", cluster.log_tail(i, 30))).collect();
+            panic!("membership change never succeeded: {what}\n{}", logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node that says it leads, in the highest term (a deposed leader may not know it yet).
+async fn self_declared_leader(cluster: &TestCluster) -> Option<usize> {
+    let mut leader: Option<(u64, usize)> = None;
+    for index in 0..cluster.nodes.len() {
+        if let Some(status) = cluster.status(index).await.filter(|s| s.state == "Leader") {
+            leader = leader.max(Some((status.term, index)));
+        }
+    }
+    leader.map(|(_, index)| index)
+}
+
+/// Nodes that build a snapshot every 100 entries and keep only 20 below it, so a node down for
+/// a second, and every pristine member, catches up by installing a snapshot.
+fn snapshotting_often() -> NodeOptions {
+    let args = ["--snapshot-logs", "100", "--keep-logs", "20"];
+    NodeOptions { extra_args: args.map(String::from).to_vec() }
 }
 
 /// Runs one seed and panics, naming the seed, on any violation.
 async fn run_seed(seed: u64, seconds: u64) {
-    let mut cluster = TestCluster::start(NODES, NodeOptions::default()).await;
+    let mut cluster = TestCluster::start(NODES, snapshotting_often()).await;
     let clients: Vec<Client> = cluster.nodes.iter().map(|node| node.client()).collect();
     let keep_all = QuotaSpec { max_versions_kept: Some(10_000), ..QuotaSpec::default() };
     let tenant = TenantSpec { quotas: Some(keep_all), ..TenantSpec::default() };
@@ -177,7 +291,7 @@ async fn run_seed(seed: u64, seconds: u64) {
     let tasks: Vec<_> =
         (0..CLIENTS).map(|id| tokio::spawn(client_loop(id, clients.clone(), seed, epoch, stop.clone()))).collect();
     let mut rng = Rng(seed);
-    let faults = nemesis(&mut cluster, &mut rng, Duration::from_secs(seconds)).await;
+    let (faults, snapshot_joins) = nemesis(&mut cluster, &mut rng, Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
     let mut history: Vec<Recorded> = Vec::new();
     for task in tasks {
@@ -222,9 +336,9 @@ async fn run_seed(seed: u64, seconds: u64) {
         );
     }
     eprintln!(
-        "seed {seed}: {} operations ({acknowledged} acknowledged writes, {unknown} of unknown outcome), {} faults: linearizable",
+        "seed {seed}: {} operations ({acknowledged} acknowledged writes, {unknown} of unknown outcome), faults \
+         {faults:?} ({snapshot_joins} new members caught up by snapshot): linearizable",
         history.len(),
-        faults.len()
     );
 }
 
@@ -293,7 +407,7 @@ fn env_number_list(name: &str, default: &str) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_kills_pauses_and_partitions_every_history_is_linearizable() {
+async fn under_kills_pauses_partitions_and_membership_churn_every_history_is_linearizable() {
     let seconds = env_number_list("FAULT_SECONDS", "8")[0];
     for seed in env_number_list("FAULT_SEEDS", "1,2") {
         run_seed(seed, seconds).await;

@@ -334,6 +334,30 @@ impl TestCluster {
         self.nodes[index].process = Some(process);
     }
 
+    /// Replaces node `index` by a pristine node: SIGKILLs it, deletes its data directory and starts
+    /// a new, uninitialized node on the same ports behind the same proxy (so clients and the proxy
+    /// stay valid), and returns its node id. Remove the old member before; add the new one after.
+    pub async fn wipe_and_restart(&mut self, index: usize) -> u64 {
+        self.kill(index);
+        std::fs::remove_dir_all(&self.nodes[index].dir).expect("wiping the data directory");
+        self.restart(index).await;
+        let admin = self.nodes[index].admin();
+        let node_id = eventually("the pristine node answers status", Duration::from_secs(10), || async {
+            admin.status().await.ok().map(|s| s.node_id)
+        })
+        .await;
+        self.nodes[index].node_id = node_id;
+        node_id
+    }
+
+    /// The last `lines` lines of node `index`'s log, backtrace frames left out, to explain a
+    /// failure.
+    pub fn log_tail(&self, index: usize, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.nodes[index].dir.join("node.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().filter(|line| !line.starts_with("  ")).collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Isolates the nodes in `group` from the rest: each side refuses the other's requests.
     pub fn partition(&self, group: &[usize]) {
         let inside: BTreeSet<u64> = group.iter().map(|i| self.nodes[*i].node_id).collect();
