@@ -14,12 +14,57 @@ use reqwest::{RequestBuilder, StatusCode};
 
 const TOKEN: &str = "benchmark-cluster-token-0123456789";
 
-/// Running processes, killed and reaped when dropped (also when a benchmark panics).
-struct Processes(Vec<Child>);
+/// How to start one member, kept so it can be started again on the same data and ports.
+struct MemberCommand {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(&'static str, &'static str)>,
+}
+
+impl MemberCommand {
+    fn new(program: impl Into<std::ffi::OsString>) -> MemberCommand {
+        MemberCommand { program: program.into(), args: Vec::new(), envs: Vec::new() }
+    }
+
+    fn arg(mut self, arg: impl Into<std::ffi::OsString>) -> MemberCommand {
+        self.args.push(arg.into());
+        self
+    }
+
+    fn args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(mut self, args: I) -> MemberCommand {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    fn env(mut self, key: &'static str, value: &'static str) -> MemberCommand {
+        self.envs.push((key, value));
+        self
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?} (scripts/setup.sh --bench installs etcd): {e}", self.program))
+    }
+}
+
+/// Running members, killed and reaped when dropped (also when a benchmark panics).
+struct Processes(Vec<(MemberCommand, Child)>);
+
+impl Processes {
+    fn start(&mut self, command: MemberCommand) {
+        let child = command.spawn();
+        self.0.push((command, child));
+    }
+}
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for (_, child) in &mut self.0 {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -30,6 +75,8 @@ impl Drop for Processes {
 pub struct Cluster {
     pub urls: Vec<String>,
     processes: Processes,
+    /// The client path that answers 200 once a member is ready to serve.
+    ready_path: &'static str,
 }
 
 impl Cluster {
@@ -40,7 +87,30 @@ impl Cluster {
     /// Each member process's resident memory (`VmRSS`) in MiB, in start order.
     #[allow(dead_code)] // not every bench reads memory
     pub fn rss_mib(&self) -> Vec<f64> {
-        self.processes.0.iter().map(|child| rss_mib(child.id())).collect()
+        self.processes.0.iter().map(|(_, child)| rss_mib(child.id())).collect()
+    }
+
+    /// Stops member `i` cleanly (SIGTERM, as the kubelet does), waits for it to exit, stays down
+    /// for `down` (a replaced pod is gone for seconds), starts it again on the same data and
+    /// ports, and waits until it answers ready.
+    #[allow(dead_code)] // only the rolling-restart bench restarts members
+    pub async fn restart_gracefully(&mut self, i: usize, down: Duration) {
+        let (command, child) = &mut self.processes.0[i];
+        // SAFETY: kill(2) with a child's pid and a valid signal has no memory effects.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "signalling member {i}");
+        let exited = tokio::task::block_in_place(|| child.wait()).expect("waiting for a member to exit");
+        // etcd re-raises SIGTERM once it has stopped cleanly, so dying of it is a clean exit too.
+        let clean = exited.success() || std::os::unix::process::ExitStatusExt::signal(&exited) == Some(libc::SIGTERM);
+        assert!(clean, "member {i} exited with {exited} on SIGTERM");
+        tokio::time::sleep(down).await;
+        *child = command.spawn();
+        let (http, url) = (reqwest::Client::new(), format!("{}{}", self.urls[i], self.ready_path));
+        wait_for("a restarted member ready", || async {
+            let response = http.get(&url).timeout(Duration::from_secs(1)).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
     }
 }
 
@@ -84,8 +154,8 @@ pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
         let dir = root.join(format!("conflux{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (client, peer) = (free_port(), free_port());
-        processes.0.push(
-            Command::new(env!("CARGO_BIN_EXE_conflux"))
+        processes.start(
+            MemberCommand::new(env!("CARGO_BIN_EXE_conflux"))
                 .args(["serve", "--join", "--data-dir"])
                 .arg(&dir)
                 .args(["--listen", &format!("127.0.0.1:{client}"), "--peer-listen", &format!("127.0.0.1:{peer}")])
@@ -94,11 +164,7 @@ pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
                 // like. (With auth, a request costs one more constant-time compare, or one
                 // RocksDB point read for an API token.)
                 .env("CONFLUX_AUTH", "disabled")
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting conflux"),
+                .env("RUST_LOG", "warn"),
         );
         nodes.push((format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}")));
     }
@@ -114,7 +180,8 @@ pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
     if size > 1 {
         admins[0].set_voters(ids.clone()).await.unwrap();
     }
-    Cluster { urls: nodes.into_iter().map(|(client, _)| client).collect(), processes }
+    let urls = nodes.into_iter().map(|(client, _)| client).collect();
+    Cluster { urls, processes, ready_path: "/readyz" }
 }
 
 /// Starts an etcd cluster of `size` members and waits until one leads.
@@ -124,8 +191,8 @@ pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
         ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
     let mut processes = Processes(Vec::new());
     for (i, (client, peer)) in ports.iter().enumerate() {
-        processes.0.push(
-            Command::new("etcd")
+        processes.start(
+            MemberCommand::new("etcd")
                 .args(["--name", &format!("e{i}"), "--data-dir"])
                 .arg(root.join(format!("etcd{i}")))
                 .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
@@ -133,11 +200,7 @@ pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
                 .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
                 .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
                 .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting etcd (scripts/setup.sh --bench installs it)"),
+                .args(["--log-level", "error"]),
         );
     }
     let http = reqwest::Client::new();
@@ -155,7 +218,7 @@ pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
     })
     .await;
     urls.swap(0, leader);
-    Cluster { urls, processes }
+    Cluster { urls, processes, ready_path: "/health" }
 }
 
 /// An etcd JSON-gateway put (`POST /v3/kv/put`) of `value` at `key`.
