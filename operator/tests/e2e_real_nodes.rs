@@ -42,7 +42,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{PersistentVolumeClaim, Pod, PodCondition, PodStatus, Secret},
+        core::v1::{Container, PersistentVolumeClaim, Pod, PodCondition, PodStatus, Secret},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -83,6 +83,16 @@ impl Addresses {
 }
 
 /// The DNS name of the pod at `ordinal` (`<pod>.<name>-peers.<ns>.svc`).
+/// The Conflux container of the StatefulSet's pod template.
+fn node_container(statefulset: &StatefulSet) -> &Container {
+    statefulset
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.containers.first())
+        .expect("the StatefulSet has a container")
+}
+
 fn pod_host(ordinal: u32) -> String {
     format!("{NAME}-{ordinal}.{NAME}-peers.{NAMESPACE}.svc")
 }
@@ -386,12 +396,9 @@ impl Harness {
         let Some(addr) = self.addresses.lock().expect("addresses").client.get(&ordinal).copied() else {
             return false;
         };
-        let probe = statefulset
-            .spec
+        let probe = node_container(statefulset)
+            .readiness_probe
             .as_ref()
-            .and_then(|spec| spec.template.spec.as_ref())
-            .and_then(|pod| pod.containers.first())
-            .and_then(|container| container.readiness_probe.as_ref())
             .and_then(|probe| probe.http_get.clone())
             .expect("the pods have an HTTP readiness probe");
         let scheme = probe.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();

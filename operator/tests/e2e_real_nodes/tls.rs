@@ -17,7 +17,7 @@ use kube::api::{Patch, PatchParams};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 use serde_json::json;
 
-use super::{Harness, Writer, NAME, NAMESPACE};
+use super::{node_container, Harness, Writer, NAME, NAMESPACE};
 
 /// The pod template's TLS settings and advertised peer URL for the pod at `ordinal`, as the
 /// kubelet would expand them: the pod's name and namespace filled in, the Secret's mount path
@@ -28,12 +28,7 @@ pub(super) fn pod_env(
     peer_port: u16,
     tls_dir: &Path,
 ) -> Vec<(String, String)> {
-    let container = statefulset
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .and_then(|pod| pod.containers.first())
-        .expect("the StatefulSet has a container");
+    let container = node_container(statefulset);
     let tls_dir = tls_dir.to_str().expect("a UTF-8 temp dir");
     container
         .env
