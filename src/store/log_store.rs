@@ -83,9 +83,8 @@ impl LogStore {
         Ok(written.max(self.deferred()))
     }
 
-    /// Adds the purge of every entry up to `upto` to `batch`. The marker goes first: openraft
-    /// ignores entries at or below it, so a crash between the two writes leaves only harmless
-    /// garbage.
+    /// Adds the purge of every entry up to `upto` to `batch`: the marker and the deletion land
+    /// together, in one batch.
     fn purge_into(&self, batch: &mut WriteBatch, upto: &typ::LogId) {
         batch.put_cf(self.meta(), keys::LAST_PURGED, encode(upto));
         batch.delete_range_cf(self.logs(), keys::log_index(0), keys::log_index(upto.index + 1));
