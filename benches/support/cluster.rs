@@ -14,52 +14,27 @@ use reqwest::{RequestBuilder, StatusCode};
 
 const TOKEN: &str = "benchmark-cluster-token-0123456789";
 
-/// How to start one member, kept so it can be started again on the same data and ports.
-struct MemberCommand {
-    program: std::ffi::OsString,
-    args: Vec<std::ffi::OsString>,
-    envs: Vec<(&'static str, &'static str)>,
-}
-
-impl MemberCommand {
-    fn new(program: impl Into<std::ffi::OsString>) -> MemberCommand {
-        MemberCommand { program: program.into(), args: Vec::new(), envs: Vec::new() }
-    }
-
-    fn arg(mut self, arg: impl Into<std::ffi::OsString>) -> MemberCommand {
-        self.args.push(arg.into());
-        self
-    }
-
-    fn args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(mut self, args: I) -> MemberCommand {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    fn env(mut self, key: &'static str, value: &'static str) -> MemberCommand {
-        self.envs.push((key, value));
-        self
-    }
-
-    fn spawn(&self) -> Child {
-        Command::new(&self.program)
-            .args(&self.args)
-            .envs(self.envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {:?} (scripts/setup.sh --bench installs etcd): {e}", self.program))
-    }
+/// A member's command line, with output discarded. A `Command` can be spawned again, which is how
+/// a member restarts on the same data and ports.
+fn member_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command
 }
 
 /// Running members, killed and reaped when dropped (also when a benchmark panics).
-struct Processes(Vec<(MemberCommand, Child)>);
+struct Processes(Vec<(Command, Child)>);
 
 impl Processes {
-    fn start(&mut self, command: MemberCommand) {
-        let child = command.spawn();
+    fn start(&mut self, mut command: Command) {
+        let child = spawn(&mut command);
         self.0.push((command, child));
     }
+}
+
+fn spawn(command: &mut Command) -> Child {
+    let program = command.get_program().to_owned();
+    command.spawn().unwrap_or_else(|e| panic!("starting {program:?} (scripts/setup.sh --bench installs etcd): {e}"))
 }
 
 impl Drop for Processes {
@@ -104,7 +79,7 @@ impl Cluster {
         let clean = exited.success() || std::os::unix::process::ExitStatusExt::signal(&exited) == Some(libc::SIGTERM);
         assert!(clean, "member {i} exited with {exited} on SIGTERM");
         tokio::time::sleep(down).await;
-        *child = command.spawn();
+        *child = spawn(command);
         let (http, url) = (reqwest::Client::new(), format!("{}{}", self.urls[i], self.ready_path));
         wait_for("a restarted member ready", || async {
             let response = http.get(&url).timeout(Duration::from_secs(1)).send().await.ok()?;
@@ -154,18 +129,18 @@ pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
         let dir = root.join(format!("conflux{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (client, peer) = (free_port(), free_port());
-        processes.start(
-            MemberCommand::new(env!("CARGO_BIN_EXE_conflux"))
-                .args(["serve", "--join", "--data-dir"])
-                .arg(&dir)
-                .args(["--listen", &format!("127.0.0.1:{client}"), "--peer-listen", &format!("127.0.0.1:{peer}")])
-                .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
-                // etcd runs without auth here, so Conflux does too: the ratios compare like with
-                // like. (With auth, a request costs one more constant-time compare, or one
-                // RocksDB point read for an API token.)
-                .env("CONFLUX_AUTH", "disabled")
-                .env("RUST_LOG", "warn"),
-        );
+        let mut command = member_command(env!("CARGO_BIN_EXE_conflux"));
+        command
+            .args(["serve", "--join", "--data-dir"])
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{client}"), "--peer-listen", &format!("127.0.0.1:{peer}")])
+            .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
+            // etcd runs without auth here, so Conflux does too: the ratios compare like with
+            // like. (With auth, a request costs one more constant-time compare, or one
+            // RocksDB point read for an API token.)
+            .env("CONFLUX_AUTH", "disabled")
+            .env("RUST_LOG", "warn");
+        processes.start(command);
         nodes.push((format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}")));
     }
     let admins: Vec<Client> = nodes.iter().map(|(_, p)| Client::new(p, Some(TOKEN.into()))).collect();
@@ -191,17 +166,17 @@ pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
         ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
     let mut processes = Processes(Vec::new());
     for (i, (client, peer)) in ports.iter().enumerate() {
-        processes.start(
-            MemberCommand::new("etcd")
-                .args(["--name", &format!("e{i}"), "--data-dir"])
-                .arg(root.join(format!("etcd{i}")))
-                .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-                .args(["--log-level", "error"]),
-        );
+        let mut command = member_command("etcd");
+        command
+            .args(["--name", &format!("e{i}"), "--data-dir"])
+            .arg(root.join(format!("etcd{i}")))
+            .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
+            .args(["--log-level", "error"]);
+        processes.start(command);
     }
     let http = reqwest::Client::new();
     let mut urls: Vec<String> = ports.iter().map(|(c, _)| format!("http://127.0.0.1:{c}")).collect();
