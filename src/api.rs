@@ -131,6 +131,7 @@ pub fn admin_routes() -> Vec<Route> {
         route("/admin/learners", M::POST, Cluster(Manage), post(admin::add_learner)),
         route("/admin/voters", M::PUT, Cluster(Manage), put(admin::set_voters)),
         route("/admin/members/{id}", M::DELETE, Cluster(Manage), delete(admin::remove_member)),
+        route("/admin/leader", M::POST, Cluster(Manage), post(admin::transfer_leader)),
         route("/admin/backup", M::GET, Cluster(Manage), get(backup::backup)),
         route("/admin/restore", M::POST, Cluster(Manage), post(backup::restore)),
         route("/admin/recover", M::POST, Cluster(Manage), post(backup::recover)),

@@ -316,6 +316,9 @@ pub enum ClusterCommand {
     },
     /// Remove a learner or voter.
     Remove { node_id: NodeId },
+    /// Hand leadership to another voter (the most caught-up one when none is named), e.g. before
+    /// maintenance on the leader's machine. Writes pause for about one round trip.
+    TransferLeader { node_id: Option<NodeId> },
     /// After losing quorum, make this node the single voter of a new cluster
     ///
     /// A deliberate, last-resort action: the node keeps every change it had applied (entries
@@ -547,6 +550,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 ClusterCommand::SetVoters { voters } => print_json(&client.set_voters(voters).await?)?,
                 ClusterCommand::Remove { node_id } => print_json(&client.remove_member(node_id).await?)?,
+                ClusterCommand::TransferLeader { node_id } => print_json(&client.transfer_leader(node_id).await?)?,
                 ClusterCommand::Recover { confirm } => print_json(&client.recover(&confirm).await?)?,
             }
         }

@@ -441,6 +441,11 @@ impl Client {
     pub async fn remove_member(&self, node_id: NodeId) -> Result<wire::Membership, ClientError> {
         Self::json(self.request(Method::DELETE, &format!("/admin/members/{node_id}"))).await
     }
+
+    /// Hands leadership to voter `to`, or to the most caught-up voter (admin API).
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<wire::LeaderTransfer, ClientError> {
+        Self::json(self.request(Method::POST, "/admin/leader").json(&wire::TransferLeader { to })).await
+    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,13 @@ pub struct CommandBatch {
     pub commands: Vec<Command>,
 }
 
+impl std::fmt::Display for CommandBatch {
+    /// How openraft names an entry's payload in its logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} commands at {} ms", self.commands.len(), self.time_ms)
+    }
+}
+
 /// The configs a change can alter what clients resolve for: one config, or every config under a
 /// tenant, app or env (forced deletes). Watchers of configs outside it need not look again.
 #[derive(Debug, Clone, PartialEq, Eq)]

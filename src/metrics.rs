@@ -30,6 +30,7 @@ pub struct Metrics {
     pub snapshots_installed: IntCounter,
     pub snapshot_size_bytes: IntGauge,
     pub write_batch_commands: Histogram,
+    pub wal_sync_group_appends: Histogram,
     pub storage_size_bytes: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_request_duration: HistogramVec,
@@ -92,6 +93,17 @@ impl Metrics {
                         "Client writes proposed together as one Raft log entry",
                     )
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+                )
+                .expect("valid metric"),
+            ),
+            wal_sync_group_appends: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "conflux_wal_sync_group_appends",
+                        "Raft log appends made durable together by one WAL fsync",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
                 )
                 .expect("valid metric"),
             ),

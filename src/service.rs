@@ -3,6 +3,7 @@
 //! (`api`) calls only this; this never knows about status codes.
 
 pub mod backup;
+pub mod leadership;
 pub mod membership;
 pub mod read_barrier;
 pub mod resolve;
@@ -10,6 +11,7 @@ pub mod schemas;
 pub mod watchers;
 pub mod write_batcher;
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,14 +236,14 @@ impl Service {
 
     /// The local applied index, the revision a serializable read reflects.
     pub fn applied_index(&self) -> u64 {
-        self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+        self.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index)
     }
 
     /// Whether this node's applied state holds every change acknowledged so far: it leads and has
     /// applied everything it knows committed (a leader answers a write only after applying it).
     pub fn local_state_is_current(&self) -> bool {
         let receiver = self.raft.metrics();
-        let metrics = receiver.borrow();
+        let metrics = receiver.borrow_watched();
         metrics.current_leader == Some(metrics.id)
             && metrics.last_applied.map_or(0, |l| l.index) >= self.committed_index()
     }
@@ -251,10 +253,8 @@ impl Service {
         if self.applied_index() >= revision {
             return true;
         }
-        let mut metrics = self.raft.metrics();
-        let applied = metrics.wait_for(|m| m.last_applied.map_or(0, |l| l.index) >= revision);
-        let reached = matches!(tokio::time::timeout(bound, applied).await, Ok(Ok(_)));
-        reached
+        let applied = metrics_until(&self.raft, |m| m.last_applied.map_or(0, |l| l.index) >= revision);
+        matches!(tokio::time::timeout(bound, applied).await, Ok(Ok(())))
     }
 }
 
@@ -284,12 +284,18 @@ pub(crate) async fn wait_for_leader(
     // Also paces callers that loop on this while the leader's address is still unknown.
     tokio::time::sleep(Duration::from_millis(10)).await;
     let bound = (tokio::time::Instant::now() + timeouts.leader_wait).min(deadline);
+    let known = tokio::time::timeout_at(bound, metrics_until(raft, |m| m.current_leader.is_some())).await;
+    known.unwrap_or(Err(Error::NoLeader))
+}
+
+/// Waits until openraft's metrics satisfy `holds`; an error once Raft has stopped.
+pub(crate) async fn metrics_until(raft: &typ::Raft, holds: impl Fn(&typ::RaftMetrics) -> bool) -> Result<(), Error> {
     let mut metrics = raft.metrics();
-    let known = tokio::time::timeout_at(bound, metrics.wait_for(|m| m.current_leader.is_some())).await;
-    match known {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(Error::Stopped("raft metrics closed".into())),
-        Err(_) => Err(Error::NoLeader),
+    loop {
+        if holds(&metrics.borrow_and_update()) {
+            return Ok(());
+        }
+        metrics.changed().await.map_err(|_| Error::Stopped("raft metrics closed".into()))?;
     }
 }
 

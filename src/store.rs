@@ -17,6 +17,7 @@ pub mod log_store;
 mod reads;
 pub mod state_machine;
 pub mod views;
+mod wal_sync;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub struct Store {
     feed: Arc<feed::AppliedFeed>,
     plan: Arc<state_machine::PlanSlot>,
     deferred_purge: Arc<log_store::DeferredPurge>,
+    wal_syncer: wal_sync::WalSyncer,
 }
 
 /// Everything openraft needs from storage, built from one [`Store`].
@@ -104,8 +106,11 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name)));
         let db = DB::open_cf_descriptors(&opts, dir.join("rocksdb"), cfs)?;
+        let db = Arc::new(db);
+        let wal_syncer =
+            wal_sync::WalSyncer::start(&db).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         let store =
-            Store { db: Arc::new(db), feed: Arc::default(), plan: Arc::default(), deferred_purge: Arc::default() };
+            Store { db, feed: Arc::default(), plan: Arc::default(), deferred_purge: Arc::default(), wal_syncer };
         match node_id {
             Some(id) => store.claim_node_id(id)?,
             None => store.ensure_node_id()?,
@@ -116,7 +121,7 @@ impl Store {
     /// The openraft log store and state machine over this database.
     pub fn raft_storage(&self) -> RaftStorage {
         RaftStorage {
-            log_store: LogStore::new(self.db.clone(), self.deferred_purge.clone()),
+            log_store: LogStore::new(self.db.clone(), self.deferred_purge.clone(), self.wal_syncer.clone()),
             state_machine: StateMachineStore::new(self.db.clone(), self.feed.clone(), self.plan.clone()),
         }
     }

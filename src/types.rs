@@ -2,7 +2,6 @@
 //! plus short aliases for the openraft types the rest of the crate passes around.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,41 +23,48 @@ impl fmt::Display for PeerNode {
 }
 
 openraft::declare_raft_types!(
-    /// Conflux's openraft type configuration.
+    /// Conflux's openraft type configuration. Leader ids are openraft's default (term, node id),
+    /// which is what 0.9 stored, so data written by 0.9 decodes unchanged.
     pub TypeConfig:
         D = CommandBatch,
         R = Vec<CommandResponse>,
         NodeId = NodeId,
         Node = PeerNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
 );
 
 /// Aliases for openraft's generic types, fixed to [`TypeConfig`].
 pub mod typ {
-    use super::{NodeId, PeerNode, TypeConfig};
+    use std::io::Cursor;
 
-    pub type Raft = openraft::Raft<TypeConfig>;
-    pub type Entry = openraft::Entry<TypeConfig>;
-    pub type LogId = openraft::LogId<NodeId>;
-    pub type Vote = openraft::Vote<NodeId>;
-    pub type StorageError = openraft::StorageError<NodeId>;
-    pub type StorageIOError = openraft::StorageIOError<NodeId>;
-    pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
-    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
-    pub type Snapshot = openraft::Snapshot<TypeConfig>;
-    pub type RaftMetrics = openraft::RaftMetrics<NodeId, PeerNode>;
-    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
-    pub type RPCError<E = openraft::error::Infallible> = openraft::error::RPCError<NodeId, PeerNode, RaftError<E>>;
-    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, PeerNode>;
+    use super::TypeConfig;
+    use crate::store::StateMachineStore;
+
+    /// The leader id of an entry: (term, node id).
+    pub type LeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+    pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+    pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+    pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
+    pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+    pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+    pub type StorageError = openraft::StorageError<TypeConfig>;
+    pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+    pub type Membership = openraft::Membership<u64, super::PeerNode>;
+    pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+    pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+    pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<TypeConfig, E>;
+    pub type RPCError<E = openraft::error::Infallible> = openraft::error::RPCError<TypeConfig, RaftError<E>>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<TypeConfig>;
     pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
-    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, PeerNode>;
-    pub type InstallSnapshotError = openraft::error::InstallSnapshotError;
-    pub type ForwardToLeader = openraft::error::ForwardToLeader<NodeId, PeerNode>;
+    pub type LinearizableReadError = openraft::error::LinearizableReadError<TypeConfig>;
+    pub type ForwardToLeader = openraft::error::ForwardToLeader<TypeConfig>;
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
-    pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
-    pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
-    pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
-    pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
-    pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
+    pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+    pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
+    pub type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
+    pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
+    pub type TransferLeaderResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
+    pub type InstallSnapshotError = openraft_legacy::network_v1::InstallSnapshotError;
+    pub type InstallSnapshotRequest = openraft_legacy::network_v1::InstallSnapshotRequest<TypeConfig>;
+    pub type InstallSnapshotResponse = openraft_legacy::network_v1::InstallSnapshotResponse<TypeConfig>;
 }

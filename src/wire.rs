@@ -390,6 +390,21 @@ pub struct LearnerResult {
     pub matched_index: u64,
 }
 
+/// `POST /admin/leader` body: the voter to hand leadership to; without one, the most caught-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLeader {
+    #[serde(default)]
+    pub to: Option<NodeId>,
+}
+
+/// `POST /admin/leader` answer: who led, who leads now, in which term.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderTransfer {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: u64,
+}
+
 /// `PUT /admin/voters` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetVoters {

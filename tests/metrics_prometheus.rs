@@ -52,6 +52,7 @@ async fn prometheus_scrapes_the_node_and_promtool_accepts_its_metrics() {
         "conflux_http_request_duration_seconds_bucket",
         "conflux_storage_size_bytes",
         "conflux_write_batch_commands_bucket",
+        "conflux_wal_sync_group_appends_bucket",
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }

@@ -119,8 +119,12 @@ async fn a_forwarded_add_learner_wait_is_bounded_again_on_the_leader() {
 fn chunk(id: &str, offset: u64, data: Vec<u8>) -> Vec<u8> {
     let request = typ::InstallSnapshotRequest {
         // A newer term than the node's, from another node, so the chunk reaches the receiver.
-        vote: openraft::Vote::new_committed(1_000_000, 99),
-        meta: typ::SnapshotMeta { last_log_id: None, last_membership: Default::default(), snapshot_id: id.to_string() },
+        vote: typ::Vote::new_committed(1_000_000, 99),
+        meta: openraft_legacy::network_v1::SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: id.to_string(),
+        },
         offset,
         data,
         done: false,

@@ -9,9 +9,9 @@ use conflux::model::hierarchy::QuotaUpdate;
 use conflux::model::release::{Labels, Percent, Rule};
 use conflux::model::{ConfigKey, Format, Namespace};
 use conflux::store::{StateMachineStore, Store};
-use conflux::types::{typ, TypeConfig};
+use conflux::types::typ;
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use openraft::EntryPayload;
 use tempfile::TempDir;
 
 fn key(name: &str) -> ConfigKey {
@@ -38,8 +38,8 @@ fn delete(name: &str, expected_version: Option<u64>) -> Command {
     command(Change::DeleteConfig { key: key(name), expected_version })
 }
 
-fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> typ::Entry {
-    openraft::Entry::<TypeConfig> { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }
+fn entry(index: u64, payload: typ::EntryPayload) -> typ::Entry {
+    typ::Entry { log_id: typ::LogId::new(typ::LeaderId { term: 1, node_id: 1 }, index), payload }
 }
 
 struct Harness {
@@ -62,7 +62,7 @@ impl Harness {
         let index = self.next_index;
         self.next_index += 1;
         let payload = EntryPayload::Normal(CommandBatch { time_ms, commands });
-        let mut answers = self.state_machine.apply(vec![entry(index, payload)]).await.expect("apply");
+        let mut answers = self.state_machine.apply_entries(vec![entry(index, payload)]).expect("apply");
         answers.pop().unwrap()
     }
 
@@ -88,8 +88,7 @@ async fn commands_of_one_entry_apply_in_order_and_share_its_revision() {
         ],
     };
     let answers = state_machine
-        .apply(vec![entry(1, EntryPayload::Blank), entry(2, EntryPayload::Normal(batch))])
-        .await
+        .apply_entries(vec![entry(1, EntryPayload::Blank), entry(2, EntryPayload::Normal(batch))])
         .expect("apply");
 
     assert_eq!(answers.len(), 2, "one answer per entry");

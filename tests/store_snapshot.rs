@@ -1,8 +1,9 @@
 //! Snapshot correctness on the real store: a snapshot built while non-idempotent commands are
 //! being applied reproduces the exact state when installed elsewhere and followed by the rest of
 //! the log; and a process killed in the middle of installing a snapshot leaves the old state or
-//! the new one, never a mix; and a log purge never gets ahead of the state machine (openraft 0.9
-//! runs the purge after an install concurrently with the install).
+//! the new one, never a mix; a log purge never gets ahead of the state machine (openraft 0.9
+//! ran the purge after an install concurrently with the install); and appends are reported
+//! durable by the WAL syncer only after they are.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -11,10 +12,12 @@ use std::time::Duration;
 
 use conflux::command::{Change, Command, CommandBatch, Origin};
 use conflux::model::{ConfigKey, Format, Namespace};
-use conflux::store::Store;
+use conflux::store::{LogStore, Store};
 use conflux::types::{typ, TypeConfig};
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder};
+use openraft::alias::OneshotOf;
+use openraft::async_runtime::Oneshot;
+use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tempfile::TempDir;
 
 fn put_entry(index: u64, name: &str, content: &str) -> typ::Entry {
@@ -28,8 +31,8 @@ fn put_entry(index: u64, name: &str, content: &str) -> typ::Entry {
         format_from_config: false,
     };
     let command = Command { origin: Origin::new("test", &format!("r{index}")), change };
-    openraft::Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+    typ::Entry {
+        log_id: typ::LogId::new(typ::LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(CommandBatch { time_ms: index, commands: vec![command] }),
     }
 }
@@ -65,11 +68,11 @@ async fn snapshot_built_during_non_idempotent_applies_reproduces_the_state() {
     // snapshot's metadata and its data shows up as a wrong version.
     let entries: Vec<typ::Entry> =
         (1..=4000u64).map(|i| put_entry(i, &format!("k{}", i % 40), &format!("value-{i}"))).collect();
-    let mut applier = sm_a.clone();
+    let applier = sm_a.clone();
     let to_apply = entries.clone();
     let apply_task = tokio::spawn(async move {
         for chunk in to_apply.chunks(8) {
-            applier.apply(chunk.to_vec()).await.expect("apply");
+            applier.apply_entries(chunk.to_vec()).expect("apply");
             tokio::task::yield_now().await;
         }
     });
@@ -91,7 +94,7 @@ async fn snapshot_built_during_non_idempotent_applies_reproduces_the_state() {
     sm_b.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
     let (applied_b, _) = sm_b.applied_state().await.unwrap();
     assert_eq!(applied_b.map(|l| l.index), Some(snapshot_index));
-    sm_b.apply(entries[snapshot_index as usize..].to_vec()).await.unwrap();
+    sm_b.apply_entries(entries[snapshot_index as usize..].to_vec()).unwrap();
 
     let state_a = dump(&store_a);
     assert_eq!(state_a.len(), 40);
@@ -104,14 +107,14 @@ async fn installing_a_snapshot_replaces_the_whole_state_and_survives_reopen() {
     let source_dir = TempDir::new().unwrap();
     let source = Store::open(source_dir.path()).unwrap();
     let mut source_sm = source.raft_storage().state_machine;
-    source_sm.apply(vec![put_entry(1, "kept", "new")]).await.unwrap();
+    source_sm.apply_entries(vec![put_entry(1, "kept", "new")]).unwrap();
     let snapshot = source_sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
 
     let target_dir = TempDir::new().unwrap();
     {
         let target = Store::open(target_dir.path()).unwrap();
         let mut sm = target.raft_storage().state_machine;
-        sm.apply(vec![put_entry(1, "stale", "old"), put_entry(2, "kept", "old")]).await.unwrap();
+        sm.apply_entries(vec![put_entry(1, "stale", "old"), put_entry(2, "kept", "old")]).unwrap();
         sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
     }
     let reopened = Store::open(target_dir.path()).unwrap();
@@ -150,13 +153,49 @@ async fn a_purge_is_written_only_once_the_state_machine_holds_what_it_removes() 
     log.purge(upto).await.unwrap();
     sm.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
     let next = entry_at(upto.index + 1);
-    log.write_entries([next.clone()]).unwrap();
+    append_and_wait(&mut log, vec![next.clone()]).await;
     drop((log, sm, store));
 
     let store = Store::open(dir.path()).unwrap();
     let mut log = store.raft_storage().log_store;
     let state = log.get_log_state().await.unwrap();
     assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(upto), Some(next.log_id)));
+}
+
+/// Appends through openraft's path and waits for the WAL syncer to report the entries durable.
+async fn append_and_wait(log: &mut LogStore, entries: Vec<typ::Entry>) {
+    let (flushed, reported) = OneshotOf::<TypeConfig>::channel();
+    log.append(entries, IOFlushed::signal(flushed)).await.unwrap();
+    let reported = tokio::time::timeout(Duration::from_secs(10), reported).await;
+    reported.expect("the WAL syncer reports within 10 s").unwrap().unwrap();
+}
+
+/// An append returns at once, its entries readable (the leader replicates them meanwhile); the
+/// WAL syncer reports them durable afterwards, appends queued during a sync sharing the next one,
+/// each reported. A vote saved while appends wait for their report does not lose them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_readable_at_once_and_reported_durable_by_the_wal_syncer_in_order() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut log = store.raft_storage().log_store;
+    let mut reports = Vec::new();
+    for index in 1..=50 {
+        let (flushed, reported) = OneshotOf::<TypeConfig>::channel();
+        log.append([entry_at(index)], IOFlushed::signal(flushed)).await.unwrap();
+        let read = log.try_get_log_entries(index..=index).await.unwrap();
+        assert_eq!(read.len(), 1, "entry {index} is readable before it is reported durable");
+        reports.push(reported);
+    }
+    log.save_vote(&typ::Vote::new_committed(2, 1)).await.unwrap();
+    for (i, reported) in reports.into_iter().enumerate() {
+        let reported = tokio::time::timeout(Duration::from_secs(10), reported).await;
+        reported.unwrap_or_else(|_| panic!("append {} was never reported", i + 1)).unwrap().unwrap();
+    }
+    drop((log, store));
+    let store = Store::open(dir.path()).unwrap();
+    let mut log = store.raft_storage().log_store;
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id.map(|id| id.index), Some(50));
+    assert_eq!(log.read_vote().await.unwrap(), Some(typ::Vote::new_committed(2, 1)));
 }
 
 const CHILD_DIR_ENV: &str = "CONFLUX_TEST_SNAPSHOT_INSTALL_DIR";
@@ -169,7 +208,7 @@ async fn build_snapshot_of(prefix: &str) -> typ::Snapshot {
     let padding = prefix.repeat(1000);
     let entries: Vec<typ::Entry> =
         (1..=SNAPSHOT_KEYS).map(|i| put_entry(i, &format!("{prefix}{i}"), &padding)).collect();
-    sm.apply(entries).await.unwrap();
+    sm.apply_entries(entries).unwrap();
     sm.get_snapshot_builder().await.build_snapshot().await.unwrap()
 }
 
@@ -194,7 +233,7 @@ fn install_forever(work: &Path) {
         for install in 0usize.. {
             let (meta, data) = &snapshots[install % 2];
             println!("begin {install}");
-            sm.install_snapshot(meta, Box::new(std::io::Cursor::new(data.clone()))).await.unwrap();
+            sm.install_snapshot(meta, std::io::Cursor::new(data.clone())).await.unwrap();
             println!("done {install}");
         }
     });

@@ -81,6 +81,7 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             decode::<typ::VoteRequest>(body);
+            decode::<typ::TransferLeaderRequest>(body);
         }
         2 => {
             if let Some(request) = decode::<typ::InstallSnapshotRequest>(body) {
@@ -99,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
         }
         4 => {
             decode::<Result<typ::VoteResponse, typ::RaftError>>(body);
+            decode::<Result<typ::TransferLeaderResponse, openraft::error::Fatal<conflux::types::TypeConfig>>>(body);
         }
         5 => {
             decode::<Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>>>(body);

@@ -18,10 +18,10 @@ use conflux::model::{ConfigKey, ConfigRecord, Format, Namespace};
 use conflux::service::membership::{JoinCluster, MembershipChange, MembershipOutcome};
 use conflux::service::watchers::WatchersQuery;
 use conflux::service::Error;
-use conflux::types::{typ, PeerNode};
+use conflux::types::{typ, PeerNode, TypeConfig};
 use conflux::watch::presence::{Presence, Who};
 use conflux::wire;
-use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, StoredMembership, Vote};
+use openraft::{EntryPayload, Membership, StoredMembership};
 use serde::Serialize;
 
 // librocksdb-sys links the C++ runtime only when it compiles RocksDB itself; with the prebuilt
@@ -199,13 +199,13 @@ fn commands() -> Vec<(&'static str, Command)> {
 }
 
 fn log_id(term: u64, index: u64) -> typ::LogId {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+    typ::LogId::new(typ::LeaderId { term, node_id: 1 }, index)
 }
 
 fn membership() -> Membership<u64, PeerNode> {
     let nodes: BTreeMap<u64, PeerNode> =
         (1..=4).map(|id| (id, PeerNode { peer_url: format!("http://10.0.0.{id}:7001") })).collect();
-    Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
+    Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).expect("every voter has a node")
 }
 
 fn snapshot_pairs() -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -229,6 +229,15 @@ fn snapshot_meta() -> typ::SnapshotMeta {
     openraft::SnapshotMeta {
         last_log_id: Some(log_id(2, 40)),
         last_membership: StoredMembership::new(Some(log_id(1, 3)), membership()),
+    }
+}
+
+/// A snapshot chunk's metadata: the snapshot's, with the id the chunked transport names it by.
+fn chunk_meta() -> openraft_legacy::network_v1::SnapshotMeta<TypeConfig> {
+    let meta = snapshot_meta();
+    openraft_legacy::network_v1::SnapshotMeta {
+        last_log_id: meta.last_log_id,
+        last_membership: meta.last_membership,
         snapshot_id: "2-1-40-17".into(),
     }
 }
@@ -241,7 +250,7 @@ fn peer_raft(seeds: &Seeds) {
         openraft::Entry { log_id: log_id(2, 7), payload: EntryPayload::Normal(batch) },
         openraft::Entry { log_id: log_id(2, 8), payload: EntryPayload::Membership(membership()) },
     ];
-    let vote = Vote::new_committed(2, 1);
+    let vote = typ::Vote::new_committed(2, 1);
     let append =
         typ::AppendEntriesRequest { vote, prev_log_id: Some(log_id(2, 5)), entries, leader_commit: Some(log_id(2, 5)) };
     seeds.bincode(t, "append", 0, &append);
@@ -252,20 +261,23 @@ fn peer_raft(seeds: &Seeds) {
         leader_commit: Some(log_id(2, 8)),
     };
     seeds.bincode(t, "heartbeat", 0, &heartbeat);
-    seeds.bincode(t, "vote", 1, &typ::VoteRequest::new(Vote::new(3, 2), Some(log_id(2, 8))));
+    seeds.bincode(t, "vote", 1, &typ::VoteRequest::new(typ::Vote::new(3, 2), Some(log_id(2, 8))));
     let data = bincode::serialize(&snapshot_pairs()).unwrap();
-    let chunk = typ::InstallSnapshotRequest { vote, meta: snapshot_meta(), offset: 0, data, done: true };
+    let chunk = typ::InstallSnapshotRequest { vote, meta: chunk_meta(), offset: 0, data, done: true };
     seeds.bincode(t, "snapshot", 2, &chunk);
     let ok: Result<typ::AppendEntriesResponse, typ::RaftError> = Ok(openraft::raft::AppendEntriesResponse::Success);
     seeds.bincode(t, "append-reply", 3, &ok);
     let higher: Result<typ::AppendEntriesResponse, typ::RaftError> =
-        Ok(openraft::raft::AppendEntriesResponse::HigherVote(Vote::new(4, 3)));
+        Ok(openraft::raft::AppendEntriesResponse::HigherVote(typ::Vote::new(4, 3)));
     seeds.bincode(t, "append-reply-higher", 3, &higher);
-    let granted: Result<typ::VoteResponse, typ::RaftError> =
-        Ok(openraft::raft::VoteResponse { vote: Vote::new(3, 2), vote_granted: true, last_log_id: Some(log_id(2, 8)) });
+    let granted: Result<typ::VoteResponse, typ::RaftError> = Ok(openraft::raft::VoteResponse {
+        vote: typ::Vote::new(3, 2),
+        vote_granted: true,
+        last_log_id: Some(log_id(2, 8)),
+    });
     seeds.bincode(t, "vote-reply", 4, &granted);
     let installed: Result<typ::InstallSnapshotResponse, typ::RaftError<typ::InstallSnapshotError>> =
-        Ok(openraft::raft::InstallSnapshotResponse { vote });
+        Ok(openraft_legacy::network_v1::InstallSnapshotResponse { vote });
     seeds.bincode(t, "snapshot-reply", 5, &installed);
     // Three chunks of one snapshot: 0..4096, 4096..8192 (done).
     let mut chunks = vec![6u8];
@@ -390,7 +402,7 @@ fn store_records(seeds: &Seeds) {
     seeds.bincode(t, "log-entry", 8, &entry);
     let entry: typ::Entry = openraft::Entry { log_id: log_id(2, 8), payload: EntryPayload::Membership(membership()) };
     seeds.bincode(t, "log-entry-membership", 8, &entry);
-    seeds.bincode(t, "vote", 9, &Vote::new_committed(2, 1));
+    seeds.bincode(t, "vote", 9, &typ::Vote::new_committed(2, 1));
     seeds.bincode(t, "log-id", 10, &Some(log_id(2, 7)));
     seeds.bincode(t, "membership", 11, &StoredMembership::new(Some(log_id(1, 3)), membership()));
     seeds.bincode(t, "snapshot-payload", 12, &snapshot_pairs());

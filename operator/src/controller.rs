@@ -681,6 +681,14 @@ impl Reconciler<'_> {
                 delete_ignoring_absent(&self.api::<Pod>(), &pod).await?;
                 Ok(Outcome::said(format!("restarted {pod} on the new revision")))
             }
+            Action::TransferLeader { from } => {
+                let endpoint = leader_endpoint()?;
+                let moved = nodes.transfer_leader(&endpoint, token).await.map_err(node_error(&endpoint))?;
+                Ok(Outcome::said(format!(
+                    "node {from} handed leadership to node {} (term {}) before its pod restarts",
+                    moved.to, moved.term
+                )))
+            }
             Action::Wait { .. } | Action::Nothing => Ok(Outcome::said(String::new())),
         }
     }
@@ -743,7 +751,7 @@ impl Reconciler<'_> {
             }
         } else if degraded {
             Phase::Degraded
-        } else if matches!(action, Action::RestartPod { .. }) {
+        } else if matches!(action, Action::RestartPod { .. } | Action::TransferLeader { .. }) {
             Phase::Updating
         } else if progressing {
             Phase::Scaling
@@ -932,6 +940,7 @@ fn intent(action: &Action) -> Option<Operation> {
             operation(kind, vec![], vec![*ordinal], None)
         }
         Action::RestartPod { ordinal } => operation(OperationKind::RestartPod, vec![], vec![*ordinal], None),
+        Action::TransferLeader { from } => operation(OperationKind::TransferLeader, vec![*from], vec![], None),
         Action::Wait { .. } | Action::Nothing => return None,
     })
 }
@@ -949,6 +958,7 @@ pub fn action_kind(action: &Action) -> &'static str {
         Action::ShrinkStatefulSet { .. } => "ShrinkStatefulSet",
         Action::DeleteVolume { .. } => "DeleteVolume",
         Action::RestartPod { .. } => "RestartPod",
+        Action::TransferLeader { .. } => "TransferLeader",
         Action::Wait { .. } => "Wait",
         Action::Nothing => "Nothing",
     }

@@ -370,6 +370,8 @@ pub enum OperationKind {
     DeleteVolume,
     RecycleVolume,
     RestartPod,
+    /// The leader (`nodeIds`) hands leadership to another voter before its pod restarts.
+    TransferLeader,
     /// Record the cluster id the pods on retained volumes report (a recreated resource).
     Adopt,
     /// Pod 0 is restored from `spec.bootstrap.fromBackup` (instead of initialized empty).

@@ -66,6 +66,12 @@ pub trait NodeAdmin: Send + Sync {
         token: &'a str,
         node_id: NodeId,
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>>;
+    /// Hands leadership to the most caught-up other voter.
+    fn transfer_leader<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<wire::LeaderTransfer, ClientError>>;
 
     /// The CA the members of the cluster `names` present certificates from (`None`: plain HTTP).
     /// The controller says so before each reconcile's calls. Harnesses whose nodes speak plain
@@ -225,6 +231,15 @@ impl NodeAdmin for HttpNodeAdmin {
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         let client = self.client(endpoint, token);
         Box::pin(async move { client?.remove_member(node_id).await })
+    }
+
+    fn transfer_leader<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<wire::LeaderTransfer, ClientError>> {
+        let client = self.client(endpoint, token);
+        Box::pin(async move { client?.transfer_leader(None).await })
     }
 
     fn backup<'a>(

@@ -172,6 +172,9 @@ pub enum Action {
     DeleteVolume { ordinal: u32, reason: VolumeReason },
     /// Delete an out-of-date pod so the StatefulSet (`OnDelete`) recreates it.
     RestartPod { ordinal: u32 },
+    /// Before restarting the leader's pod: have it hand leadership to another voter, so writes
+    /// pause for a round trip instead of an election timeout.
+    TransferLeader { from: NodeId },
     /// Nothing can be done safely now.
     Wait { reason: WaitReason },
     /// Converged.
@@ -453,6 +456,10 @@ fn plan_rolling_restart(observed: &Observed, membership: &MembershipView, facts:
         if !(healthy_after >= majority(membership.voters.len()) || (small && all_healthy)) {
             return Action::Wait { reason: WaitReason::WouldLoseQuorum { node_ids: vec![id] } };
         }
+    }
+    let other_voter_healthy = membership.voters.keys().any(|&v| v != membership.leader && facts.healthy(membership, v));
+    if Some(pod.ordinal) == leader_ordinal && other_voter_healthy {
+        return Action::TransferLeader { from: membership.leader };
     }
     Action::RestartPod { ordinal: pod.ordinal }
 }

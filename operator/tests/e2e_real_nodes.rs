@@ -160,6 +160,13 @@ impl NodeAdmin for LocalNodes {
     ) -> BoxFuture<'a, Result<wire::Membership, ClientError>> {
         self.http.remove_member(endpoint, token, node_id)
     }
+    fn transfer_leader<'a>(
+        &'a self,
+        endpoint: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<wire::LeaderTransfer, ClientError>> {
+        self.http.transfer_leader(endpoint, token)
+    }
     fn backup<'a>(
         &'a self,
         endpoint: &'a str,

@@ -1,4 +1,5 @@
-//! Admin API handlers (peer listener, cluster token required): status, bootstrap and membership
+//! Admin API handlers (peer listener, cluster token required): status, bootstrap, membership and
+//! leader transfer
 //! (backup, restore and recover: `api/backup.rs`).
 
 use std::collections::{BTreeSet, HashMap};
@@ -31,9 +32,7 @@ pub async fn init(State(state): State<ApiState>) -> Result<Json<wire::InitResult
 fn membership(outcome: MembershipOutcome) -> Result<Json<wire::Membership>, ApiError> {
     match outcome {
         MembershipOutcome::Changed(m) => Ok(Json(m)),
-        MembershipOutcome::Learner(_) => {
-            Err(ApiError::Service(crate::service::Error::Storage("unexpected membership outcome".into())))
-        }
+        MembershipOutcome::Learner(_) | MembershipOutcome::Transferred(_) => Err(unexpected_outcome()),
     }
 }
 
@@ -59,6 +58,7 @@ pub async fn add_learner(
             Ok((status, Json(result)).into_response())
         }
         MembershipOutcome::Changed(m) => Ok(Json(m).into_response()),
+        MembershipOutcome::Transferred(_) => Err(unexpected_outcome()),
     }
 }
 
@@ -90,6 +90,23 @@ pub async fn remove_member(
 ) -> Result<Json<wire::Membership>, ApiError> {
     let Path(node_id) = path.map_err(|e| ApiError::BadRequest { code: "invalid_path", detail: e.body_text() })?;
     membership(state.service.change_membership(MembershipChange::Remove { node_id }).await?)
+}
+
+/// Hands leadership to the voter in the body (or the most caught-up one); any node forwards it
+/// to the leader.
+pub async fn transfer_leader(
+    State(state): State<ApiState>,
+    body: Result<Json<wire::TransferLeader>, JsonRejection>,
+) -> Result<Json<wire::LeaderTransfer>, ApiError> {
+    let to = json_body(body)?.to;
+    match state.service.change_membership(MembershipChange::TransferLeader { to }).await? {
+        MembershipOutcome::Transferred(done) => Ok(Json(done)),
+        _ => Err(unexpected_outcome()),
+    }
+}
+
+fn unexpected_outcome() -> ApiError {
+    ApiError::Service(crate::service::Error::Storage("unexpected membership outcome".into()))
 }
 
 #[cfg(test)]

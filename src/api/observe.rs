@@ -1,6 +1,7 @@
 //! Observability endpoints and middleware: `/metrics`, `/healthz`, `/readyz`, and the request
 //! counter and latency histogram recorded for every route.
 
+use openraft::async_runtime::WatchReceiver;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -36,7 +37,7 @@ pub async fn metrics_text(State(state): State<ApiState>) -> Response {
 /// Liveness: fails once Raft has stopped on a fatal error (a storage failure such as a full disk),
 /// after which this process can never serve writes again, so that it is restarted.
 pub async fn healthz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
-    let running = state.service.raft.metrics().borrow().running_state.clone();
+    let running = state.service.raft.metrics().borrow_watched().running_state.clone();
     match running {
         Ok(()) => Ok("ok\n"),
         Err(fatal) => {
@@ -52,7 +53,7 @@ pub async fn healthz(State(state): State<ApiState>) -> Result<&'static str, ApiE
 /// Ready when this node is a member of a cluster that has a leader and its state machine is
 /// within reach of the committed index.
 pub async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
-    let m = state.service.raft.metrics().borrow().clone();
+    let m = state.service.raft.metrics().borrow_watched().clone();
     let not_ready = |why: &str| ApiError::Unavailable { code: "node_stopped", detail: format!("not ready: {why}") };
     if m.running_state.is_err() {
         return Err(not_ready("raft stopped after a fatal error (see the node's log)"));

@@ -1,11 +1,14 @@
-//! The Raft network seam, outbound: openraft's `RaftNetworkFactory`/`RaftNetwork` over the pooled
-//! [`PeerClient`]. Connection failures become `Unreachable` so openraft backs off (exponentially,
+//! The Raft network seam, outbound: openraft's `RaftNetworkFactory` over the pooled [`PeerClient`],
+//! through openraft-legacy's `RaftNetwork` (v1) adapter, which sends snapshots in chunks. Connection failures become `Unreachable` so openraft backs off (exponentially,
 //! capped); other failures become `NetworkError` and are retried by openraft on its next tick.
 
 use std::time::Duration;
 
+use std::io::Cursor;
+
 use openraft::error::{NetworkError, RemoteError, Unreachable};
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
+use openraft_legacy::network_v1::{Adapter, RaftNetwork};
 
 use super::{PeerCallError, PeerClient};
 use crate::types::{typ, NodeId, PeerNode, TypeConfig};
@@ -13,6 +16,7 @@ use crate::types::{typ, NodeId, PeerNode, TypeConfig};
 pub const PATH_APPEND: &str = "/raft/append";
 pub const PATH_VOTE: &str = "/raft/vote";
 pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
+pub const PATH_TRANSFER_LEADER: &str = "/raft/transfer-leader";
 
 /// Most bytes of entries sent in one AppendEntries. openraft 0.9 caps batches only by count, and
 /// the whole round trip must fit in the heartbeat interval, so a larger batch is cut here and
@@ -39,10 +43,10 @@ pub struct PeerConnection {
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNetworkClient {
-    type Network = PeerConnection;
+    type Network = Adapter<TypeConfig, PeerConnection, Cursor<Vec<u8>>>;
 
-    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
-        PeerConnection { peers: self.peers.clone(), target, node: node.clone() }
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
+        PeerConnection { peers: self.peers.clone(), target, node: node.clone() }.into_v2()
     }
 }
 
@@ -53,18 +57,32 @@ impl PeerConnection {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        let reply: Result<Resp, typ::RaftError<E>> =
-            self.peers.call(&self.node.peer_url, path, self.target, request, option.soft_ttl()).await.map_err(|e| {
-                match &e {
-                    PeerCallError::Unreachable(_) | PeerCallError::Refused { .. } if e.is_unreachable() => {
-                        openraft::error::RPCError::Unreachable(Unreachable::new(&e))
-                    }
-                    _ => openraft::error::RPCError::Network(NetworkError::new(&e)),
-                }
-            })?;
+        let reply: Result<Resp, typ::RaftError<E>> = self.send(path, request, option).await?;
         reply.map_err(|e| {
             openraft::error::RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
         })
+    }
+
+    /// One call; transport failures become `Unreachable` (openraft backs off) or `Network`.
+    async fn send<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, openraft::error::RPCError<TypeConfig, E>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error,
+    {
+        self.peers.call(&self.node.peer_url, path, self.target, request, option.soft_ttl()).await.map_err(
+            |e| match &e {
+                PeerCallError::Unreachable(_) | PeerCallError::Refused { .. } if e.is_unreachable() => {
+                    openraft::error::RPCError::Unreachable(Unreachable::new(&e))
+                }
+                _ => openraft::error::RPCError::Network(NetworkError::new(&e)),
+            },
+        )
     }
 }
 
@@ -113,6 +131,18 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.rpc(PATH_VOTE, &rpc, &option).await
     }
 
+    /// The leader hands over leadership; a receiver that fails (openraft stops there) is reported
+    /// as unreachable, since this call's error type cannot carry a remote error.
+    async fn transfer_leader(
+        &mut self,
+        rpc: typ::TransferLeaderRequest,
+        option: RPCOption,
+    ) -> Result<typ::TransferLeaderResponse, openraft::error::RPCError<TypeConfig>> {
+        let reply: Result<typ::TransferLeaderResponse, openraft::error::Fatal<TypeConfig>> =
+            self.send(PATH_TRANSFER_LEADER, &rpc, &option).await?;
+        reply.map_err(|e| openraft::error::RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
     fn backoff(&self) -> Backoff {
         // 100 ms, doubling, capped at 2 s: an unreachable peer costs little, and a returning one
         // is picked up within two seconds.
@@ -140,7 +170,7 @@ mod tests {
         };
         let command = Command { origin: Origin::new("test", "r"), change };
         openraft::Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            log_id: typ::LogId::new(typ::LeaderId { term: 1, node_id: 1 }, index),
             payload: openraft::EntryPayload::Normal(CommandBatch { time_ms: 0, commands: vec![command] }),
         }
     }

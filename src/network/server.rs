@@ -1,4 +1,4 @@
-//! The peer listener's node-to-node routes: Raft RPCs (append, vote, snapshot), writes and
+//! The peer listener's node-to-node routes: Raft RPCs (append, vote, snapshot, transfer leader), writes and
 //! read-index requests forwarded by followers, membership changes forwarded to the leader, each
 //! node's watchers of a config (for the cluster-wide list), a ping for health probes, and the
 //! join call a leader makes before adding this node. Every call must pass [`ClusterIdentity`]
@@ -25,7 +25,10 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::client::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use openraft::async_runtime::WatchReceiver;
+use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
+
+use super::client::{PATH_APPEND, PATH_SNAPSHOT, PATH_TRANSFER_LEADER, PATH_VOTE};
 use super::identity::{check_certificate, IdentityError};
 use super::{BINCODE, HEADER_CLUSTER_ID, HEADER_FROM_NODE, HEADER_TARGET_NODE};
 use crate::command::{Command, CommandResponse};
@@ -72,6 +75,7 @@ pub fn router(service: Arc<Service>, limits: PeerLimits, certificates: bool) -> 
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_TRANSFER_LEADER, post(transfer_leader))
         .route(PATH_FORWARD_WRITE, post(forwarded_write))
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_FORWARD_ADMIN, post(forwarded_membership_change))
@@ -119,7 +123,7 @@ async fn check_identity(State(state): State<PeerState>, request: Request, next: 
     let identity = state.service.peers.identity();
     // A Raft call holds the gate until its answer: a node changing clusters waits for the ones
     // already admitted. The other peer calls change no Raft state here.
-    let raft_call = [PATH_APPEND, PATH_VOTE, PATH_SNAPSHOT].contains(&request.uri().path());
+    let raft_call = [PATH_APPEND, PATH_VOTE, PATH_SNAPSHOT, PATH_TRANSFER_LEADER].contains(&request.uri().path());
     let _admitted = if raft_call { Some(identity.admit().await) } else { None };
     let headers = request.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -140,7 +144,7 @@ async fn check_identity(State(state): State<PeerState>, request: Request, next: 
         // The leader calls /raft/join on a node that knows no membership yet.
         let members = (!join).then(|| {
             let metrics = state.service.raft.metrics();
-            let membership = metrics.borrow();
+            let membership = metrics.borrow_watched();
             let nodes = membership.membership_config.membership().nodes();
             nodes.map(|(id, node)| (*id, node.peer_url.clone())).collect::<BTreeMap<NodeId, String>>()
         });
@@ -199,9 +203,19 @@ async fn vote(State(state): State<PeerState>, body: Bytes) -> Response {
     }
 }
 
+/// The leader hands leadership to this node (which then campaigns at once) or to another one
+/// (this node stops honouring the old leader's lease).
+async fn transfer_leader(State(state): State<PeerState>, body: Bytes) -> Response {
+    match decode::<typ::TransferLeaderRequest>(&body) {
+        Ok(request) => reply(&state.service.raft.handle_transfer_leader(request).await),
+        Err(refusal) => refusal,
+    }
+}
+
 /// How much of which snapshot this node has received. openraft 0.9 writes a chunk wherever its
 /// `offset` says (zero-filling any gap), so a chunk must start within what was received of its
-/// snapshot (a resent chunk starts before its end) and end within the size limit.
+/// snapshot (a resent chunk starts before its end) and end within the size limit. openraft-legacy's
+/// receiver keeps the 0.9 behaviour.
 #[derive(Debug, Default)]
 pub struct SnapshotReceipt {
     receiving: Option<(String, u64)>,

@@ -24,11 +24,12 @@
 //! is changed (in memory; durably with the install), so no leader of the old cluster can change
 //! its log meanwhile, and none can after.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::time::Duration;
 
-use openraft::{CommittedLeaderId, Membership, ServerState};
+use openraft::ServerState;
 
 use super::membership::new_cluster_id;
 use super::{Error, Service};
@@ -75,7 +76,7 @@ impl Service {
     /// Refuses unless this node is pristine: no cluster, no Raft state, nothing applied.
     pub async fn check_pristine(&self) -> Result<(), Error> {
         let initialized = self.raft.is_initialized().await.map_err(|f| Error::Stopped(f.to_string()))?;
-        let applied = self.raft.metrics().borrow().last_applied.is_some();
+        let applied = self.raft.metrics().borrow_watched().last_applied.is_some();
         if initialized || applied || self.peers.identity().cluster_id().is_some() {
             return Err(Error::AlreadyInitialized);
         }
@@ -87,7 +88,7 @@ impl Service {
         let _alone = self.recovery.try_lock().map_err(|_| Error::MembershipInProgress)?;
         let meta = &backup.meta;
         let label = typ::LogId::new(
-            CommittedLeaderId::new(meta.last_applied.term, meta.last_applied.leader_node_id),
+            typ::LeaderId { term: meta.last_applied.term, node_id: meta.last_applied.leader_node_id },
             meta.last_applied.index,
         );
         let identity = self.peers.identity();
@@ -123,7 +124,7 @@ impl Service {
         if current != cluster_id {
             return Err(Error::ClusterIdMismatch { local: current, requested: cluster_id.to_string() });
         }
-        if self.raft.metrics().borrow().last_applied.is_none() {
+        if self.raft.metrics().borrow_watched().last_applied.is_none() {
             return Err(Error::NotInitialized);
         }
         if matches!(tokio::time::timeout(QUORUM_PROBE, self.linearize()).await, Ok(Ok(()))) {
@@ -138,11 +139,11 @@ impl Service {
             // From here on no leader of the old cluster reaches this node's Raft, so its log and
             // commit index can only grow by entries this node appends itself, which no one can
             // acknowledge any more.
-            let m = self.raft.metrics().borrow().clone();
+            let m = self.raft.metrics().borrow_watched().clone();
             let applied = m.last_applied.map_or(0, |l| l.index);
             let last = m.last_log_index.unwrap_or(0).max(applied).max(self.committed_index());
             let term = m.current_term.max(m.last_applied.map_or(0, |l| l.leader_id.term)) + 1;
-            (typ::LogId::new(CommittedLeaderId::new(term, NOBODY), last + 1), term)
+            (typ::LogId::new(typ::LeaderId { term, node_id: NOBODY }, last + 1), term)
         };
         let founding =
             Founding { cluster_id: new_cluster.clone(), label, term, payload: Vec::new(), keep_local_data: true };
@@ -164,22 +165,21 @@ impl Service {
     /// Installs the founding snapshot through Raft; fails unless the state machine installed it.
     async fn found_cluster(&self, founding: Founding) -> Result<(), Error> {
         let node_id = self.node_id();
-        let snapshot_id = format!("found-{}-{:016x}", founding.label.index, rand::random::<u64>());
         let nodes = BTreeMap::from([(node_id, PeerNode { peer_url: self.advertise_peer.clone() })]);
-        let membership = Membership::new(vec![BTreeSet::from([node_id])], nodes);
+        let membership = typ::Membership::new(vec![BTreeSet::from([node_id])], nodes)
+            .map_err(|e| Error::InvalidMembership(e.to_string()))?;
         let meta = typ::SnapshotMeta {
             last_log_id: Some(founding.label),
             last_membership: typ::StoredMembership::new(Some(founding.label), membership),
-            snapshot_id: snapshot_id.clone(),
         };
         let plan = self.store.arm_install(InstallPlan {
-            snapshot_id,
+            label: founding.label,
             cluster_id: founding.cluster_id,
             keep_local_data: founding.keep_local_data,
         });
         // Committed, as a leader's vote is: openraft installs a full snapshot only from a leader.
         let vote = typ::Vote::new_committed(founding.term, NOBODY);
-        let snapshot = typ::Snapshot { meta, snapshot: Box::new(Cursor::new(founding.payload)) };
+        let snapshot = typ::Snapshot { meta, snapshot: Cursor::new(founding.payload) };
         let response =
             self.raft.install_full_snapshot(vote, snapshot).await.map_err(|f| Error::Stopped(f.to_string()))?;
         if response.vote != vote || !plan.taken() {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
@@ -23,15 +24,27 @@ pub const MAX_LEARNER_WAIT: Duration = Duration::from_secs(600);
 
 /// A member counts as healthy for quorum checks when it answers a ping and is at most this many
 /// entries behind the leader.
-const HEALTHY_LAG_ENTRIES: u64 = 1000;
+pub(super) const HEALTHY_LAG_ENTRIES: u64 = 1000;
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A membership change, as forwarded from any node to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipChange {
-    AddLearner { node_id: NodeId, peer_url: String, wait_millis: u64 },
-    SetVoters { voters: BTreeSet<NodeId> },
-    Remove { node_id: NodeId },
+    AddLearner {
+        node_id: NodeId,
+        peer_url: String,
+        wait_millis: u64,
+    },
+    SetVoters {
+        voters: BTreeSet<NodeId>,
+    },
+    Remove {
+        node_id: NodeId,
+    },
+    /// Hand leadership to this voter, or to the most caught-up one.
+    TransferLeader {
+        to: Option<NodeId>,
+    },
 }
 
 /// The body of [`PATH_JOIN`]: the cluster the called node becomes part of.
@@ -45,6 +58,11 @@ pub struct JoinCluster {
 pub enum MembershipOutcome {
     Learner(wire::LearnerResult),
     Changed(wire::Membership),
+    Transferred(wire::LeaderTransfer),
+}
+
+pub(super) fn matched_index(m: &typ::RaftMetrics, node_id: NodeId) -> u64 {
+    m.replication.as_ref().and_then(|r| r.get(&node_id).cloned().flatten()).map_or(0, |l| l.index)
 }
 
 fn members(m: &typ::RaftMetrics) -> (BTreeMap<NodeId, String>, BTreeMap<NodeId, String>) {
@@ -61,15 +79,25 @@ fn membership_view(m: &typ::RaftMetrics) -> wire::Membership {
     wire::Membership { voters, learners, log_index: m.membership_config.log_id().map_or(0, |l| l.index) }
 }
 
-fn change_error(e: RaftError<NodeId, typ::ClientWriteError>) -> Error {
+fn change_error(e: typ::RaftError<typ::ClientWriteError>) -> Error {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NoLeader,
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => Error::OutcomeUnknown {
+            leader_id: f.leader_id.unwrap_or_default(),
+            reason: "the membership change's entry was discarded by a new leader; check the membership".into(),
+        },
+        RaftError::APIError(ClientWriteError::PreconditionFailed(p)) => Error::Busy(p.to_string()),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            ChangeMembershipError::InProgress(_) => Error::MembershipInProgress,
+            // A new leader's first entry is not committed yet: the same "wait and retry".
+            ChangeMembershipError::InProgress(_) | ChangeMembershipError::UncommittedLeaderLog(_) => {
+                Error::MembershipInProgress
+            }
             ChangeMembershipError::LearnerNotFound(l) => Error::UnknownMember(l.node_id),
             ChangeMembershipError::EmptyMembership(_) => {
                 Error::InvalidMembership("the voter set would be empty".into())
             }
+            other @ (ChangeMembershipError::UnsupportedMembershipTransition(_)
+            | ChangeMembershipError::NodeMetadataChanged(_)) => Error::InvalidMembership(other.to_string()),
         },
         RaftError::Fatal(f) => Error::Stopped(f.to_string()),
     }
@@ -89,7 +117,9 @@ impl MembershipChange {
                 }
                 check_peer_url(peer_url)
             }
-            MembershipChange::SetVoters { .. } | MembershipChange::Remove { .. } => Ok(()),
+            MembershipChange::SetVoters { .. }
+            | MembershipChange::Remove { .. }
+            | MembershipChange::TransferLeader { .. } => Ok(()),
         }
     }
 }
@@ -105,7 +135,7 @@ fn check_peer_url(peer_url: &str) -> Result<(), Error> {
 impl Service {
     /// This node's view of the cluster.
     pub fn status(&self) -> wire::ClusterStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let (voters, learners) = members(&m);
         let state = if m.membership_config.membership().nodes().next().is_none() {
             "Uninitialized".to_string()
@@ -126,7 +156,11 @@ impl Service {
             matched_index: m.replication.as_ref().map(|r| {
                 r.iter().filter(|(id, _)| **id != m.id).map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect()
             }),
-            quorum_acked_ms_ago: m.millis_since_quorum_ack.filter(|_| m.state == openraft::ServerState::Leader),
+            quorum_acked_ms_ago: m
+                .last_quorum_acked
+                .as_ref()
+                .filter(|_| m.state == openraft::ServerState::Leader)
+                .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64),
         }
     }
 
@@ -168,7 +202,7 @@ impl Service {
         match leader {
             Some(id) if id == self.node_id() => self.change_membership_as_leader(change).await,
             Some(leader_id) => {
-                let m = self.raft.metrics().borrow().clone();
+                let m = self.raft.metrics().borrow_watched().clone();
                 let peer_url = m
                     .membership_config
                     .membership()
@@ -202,6 +236,9 @@ impl Service {
                 .map(MembershipOutcome::Learner),
             MembershipChange::SetVoters { voters } => self.set_voters(voters).await.map(MembershipOutcome::Changed),
             MembershipChange::Remove { node_id } => self.remove_member(node_id).await.map(MembershipOutcome::Changed),
+            MembershipChange::TransferLeader { to } => {
+                self.transfer_leadership(to).await.map(MembershipOutcome::Transferred)
+            }
         }
     }
 
@@ -211,7 +248,7 @@ impl Service {
         peer_url: String,
         wait: Duration,
     ) -> Result<wire::LearnerResult, Error> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         if membership.voter_ids().any(|id| id == node_id) {
             return Err(Error::InvalidMembership(format!("node {node_id} is already a voter")));
@@ -221,16 +258,14 @@ impl Service {
         }
         self.tell_joining(node_id, &peer_url).await?;
         self.raft.add_learner(node_id, PeerNode { peer_url }, false).await.map_err(change_error)?;
-        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
-        let matched = |m: &typ::RaftMetrics| {
-            m.replication.as_ref().and_then(|r| r.get(&node_id).cloned().flatten()).map_or(0, |l| l.index)
-        };
+        let target = self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
+        let matched = |m: &typ::RaftMetrics| matched_index(m, node_id);
         let caught_up = if wait.is_zero() {
             false
         } else {
             self.raft.wait(Some(wait)).metrics(|m| matched(m) >= target, "learner caught up").await.is_ok()
         };
-        let matched_index = matched(&self.raft.metrics().borrow());
+        let matched_index = matched(&self.raft.metrics().borrow_watched());
         Ok(wire::LearnerResult { node_id, caught_up: caught_up || matched_index >= target, matched_index })
     }
 
@@ -253,17 +288,17 @@ impl Service {
         if voters.is_empty() {
             return Err(Error::InvalidMembership("the voter set must not be empty".into()));
         }
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         if let Some(unknown) = voters.iter().find(|id| m.membership_config.membership().get_node(id).is_none()) {
             return Err(Error::UnknownMember(*unknown));
         }
         self.require_healthy_majority(&voters).await?;
         self.raft.change_membership(voters, true).await.map_err(change_error)?;
-        Ok(membership_view(&self.raft.metrics().borrow()))
+        Ok(membership_view(&self.raft.metrics().borrow_watched()))
     }
 
     async fn remove_member(&self, node_id: NodeId) -> Result<wire::Membership, Error> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         if membership.get_node(&node_id).is_none() {
             return Err(Error::UnknownMember(node_id));
@@ -279,16 +314,16 @@ impl Service {
             ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
         };
         self.raft.change_membership(change, false).await.map_err(change_error)?;
-        Ok(membership_view(&self.raft.metrics().borrow()))
+        Ok(membership_view(&self.raft.metrics().borrow_watched()))
     }
 
     /// Refuses unless a majority of `voters` answers a ping and is caught up with this leader.
     async fn require_healthy_majority(&self, voters: &BTreeSet<NodeId>) -> Result<(), Error> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let last_log = m.last_log_index.unwrap_or(0);
         let probes = voters.iter().map(|id| {
             let node = m.membership_config.membership().get_node(id).cloned();
-            let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map_or(0, |l| l.index);
+            let matched = matched_index(&m, *id);
             async move {
                 if *id == self.node_id() {
                     return true;

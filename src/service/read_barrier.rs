@@ -57,10 +57,12 @@ async fn confirm_read_index(raft: &typ::Raft, peers: &PeerClient, timeouts: &Ser
     let millis = timeouts.request.as_millis() as u64;
     let round = async {
         loop {
-            match raft.ensure_linearizable().await {
-                Ok(read_log_id) => return Ok(read_log_id.map_or(0, |l| l.index)),
-                Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                    let (Some(leader_id), Some(leader)) = (f.leader_id, f.leader_node) else {
+            match raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
+                Ok(read_log_id) => return Ok(read_log_id.index()),
+                Err(openraft::error::RaftError::APIError(typ::LinearizableReadError::ForwardToLeader(f))) => {
+                    // While this node hands leadership over, the target may not lead yet.
+                    let handing_over = f.reason == openraft::error::ForwardReason::LeadershipTransfer;
+                    let (Some(leader_id), Some(leader), false) = (f.leader_id, f.leader_node, handing_over) else {
                         wait_for_leader(raft, timeouts, deadline).await?;
                         continue;
                     };
@@ -76,7 +78,7 @@ async fn confirm_read_index(raft: &typ::Raft, peers: &PeerClient, timeouts: &Ser
                         .map_err(|_| Error::Timeout { millis })?;
                     return Ok(index);
                 }
-                Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(openraft::error::RaftError::APIError(typ::LinearizableReadError::QuorumNotEnough(_))) => {
                     return Err(Error::QuorumUnavailable)
                 }
                 Err(openraft::error::RaftError::Fatal(f)) => return Err(Error::Stopped(f.to_string())),

@@ -1,6 +1,7 @@
 //! The watchers of one config on the whole cluster: this node's own list, and every other
 //! member's asked over the peer listener at once, merged into one page with counts.
 
+use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,7 @@ impl Service {
         let me = self.node_id();
         let members: Vec<(NodeId, String)> = {
             let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let nodes = m.membership_config.membership().nodes();
             nodes.filter(|(id, _)| **id != me).map(|(id, node)| (*id, node.peer_url.clone())).collect()
         };

@@ -151,6 +151,14 @@ async fn propose(raft: &typ::Raft, batch: Vec<Pending>, give_up_after: Duration)
             let leader = f.leader_id.zip(f.leader_node).map(|(id, node)| (id, node.peer_url));
             answer_all(replies, Rejected::NotLeader { leader });
         }
+        // A new leader truncated the entry: it may or may not have been committed elsewhere first.
+        Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::LogEntryDiscarded(f))) => {
+            let reason = "the entry was discarded by a new leader before this node saw it committed".to_string();
+            answer_all(
+                replies,
+                Rejected::Failed(Error::OutcomeUnknown { leader_id: f.leader_id.unwrap_or_default(), reason }),
+            )
+        }
         Err(openraft::error::RaftError::APIError(e)) => {
             answer_all(replies, Rejected::Failed(Error::InvalidMembership(e.to_string())))
         }

@@ -3,16 +3,21 @@
 //! read through one RocksDB snapshot, so their metadata and data always agree, and installed with
 //! one synced `WriteBatch` that replaces the whole state, so a crash leaves old or new, never a mix.
 //!
+//! openraft hands `apply` each entry with the responder of the client waiting for it; responses
+//! are sent only once the batch is written, so an answered client's write is visible to reads.
+//!
 //! Restore and recover hand Raft a snapshot of their own (`service/backup.rs`); an
-//! [`InstallPlan`] armed for that snapshot's id makes its install also record the new cluster id
+//! [`InstallPlan`] armed for that snapshot's label (its last log id) makes its install also record the new cluster id
 //! in the same batch, and (recover) keep the local data, only relabelling it.
 
-use std::io::Cursor;
+use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +44,8 @@ pub struct StateMachineStore {
 /// (restore, recover) rather than receiving it from a leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallPlan {
-    /// The snapshot it is for; any other snapshot is installed as usual.
-    pub snapshot_id: String,
+    /// The label (last log id) of the snapshot it is for; any other snapshot is installed as usual.
+    pub label: typ::LogId,
     /// Recorded in the install's batch: a crash leaves the old cluster id with the old state, or
     /// the new one with the new state.
     pub cluster_id: String,
@@ -58,34 +63,34 @@ impl PlanSlot {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The plan armed for `snapshot_id`, taken out of the slot.
-    fn take_for(&self, snapshot_id: &str) -> Option<InstallPlan> {
-        self.lock().take_if(|plan| plan.snapshot_id == snapshot_id)
+    /// The plan armed for the snapshot labelled `label`, taken out of the slot.
+    fn take_for(&self, label: Option<typ::LogId>) -> Option<InstallPlan> {
+        self.lock().take_if(|plan| Some(plan.label) == label)
     }
 }
 
 /// An armed [`InstallPlan`]; dropping it disarms the plan if no install took it.
 pub struct ArmedPlan {
     slot: Arc<PlanSlot>,
-    snapshot_id: String,
+    label: typ::LogId,
 }
 
 impl ArmedPlan {
     pub(super) fn arm(slot: Arc<PlanSlot>, plan: InstallPlan) -> ArmedPlan {
-        let snapshot_id = plan.snapshot_id.clone();
+        let label = plan.label;
         *slot.lock() = Some(plan);
-        ArmedPlan { slot, snapshot_id }
+        ArmedPlan { slot, label }
     }
 
     /// Whether the state machine took the plan: its snapshot reached the install.
     pub fn taken(&self) -> bool {
-        self.slot.lock().as_ref().is_none_or(|plan| plan.snapshot_id != self.snapshot_id)
+        self.slot.lock().as_ref().is_none_or(|plan| plan.label != self.label)
     }
 }
 
 impl Drop for ArmedPlan {
     fn drop(&mut self) {
-        let _ = self.slot.take_for(&self.snapshot_id);
+        let _ = self.slot.take_for(Some(self.label));
     }
 }
 
@@ -100,14 +105,6 @@ pub struct SnapshotPayload {
 pub struct StoredSnapshot {
     meta: typ::SnapshotMeta,
     data: Vec<u8>,
-}
-
-fn read_err(e: impl std::error::Error + 'static) -> typ::StorageError {
-    typ::StorageIOError::read_state_machine(&e).into()
-}
-
-fn write_err(e: impl std::error::Error + 'static) -> typ::StorageError {
-    typ::StorageIOError::write_state_machine(&e).into()
 }
 
 impl StateMachineStore {
@@ -187,60 +184,21 @@ impl StateMachineStore {
         let pairs = self.pairs(&view)?;
         drop(view);
         let data = encode(&SnapshotPayload { pairs });
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or_default();
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, micros),
-            None => format!("empty-{micros}"),
-        };
-        let meta = typ::SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
+        let meta = typ::SnapshotMeta { last_log_id: last_applied, last_membership };
         let metrics = crate::metrics::global();
         metrics.snapshots_built.inc();
         metrics.snapshot_size_bytes.set(data.len() as i64);
         let stored = StoredSnapshot { meta: meta.clone(), data };
         // Unsynced: if lost in a crash, openraft rebuilds it from the state at startup.
         self.db.put_cf(self.cf(CF_SNAPSHOT), keys::CURRENT_SNAPSHOT, encode(&stored))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    async fn build_snapshot(&mut self) -> Result<typ::Snapshot, typ::StorageError> {
-        let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || this.build())
-            .await
-            .map_err(|e| typ::StorageError::from(typ::StorageIOError::write_snapshot(None, &e)))?;
-        built.map_err(|e| typ::StorageIOError::write_snapshot(None, &e).into())
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = StateMachineStore;
-
-    async fn applied_state(&mut self) -> Result<(Option<typ::LogId>, typ::StoredMembership), typ::StorageError> {
-        let meta = self.cf(CF_SM_META);
-        let last_applied =
-            decode_last_applied(self.db.get_cf(meta, keys::LAST_APPLIED).map_err(read_err)?).map_err(read_err)?;
-        let membership = self
-            .db
-            .get_cf(meta, keys::MEMBERSHIP)
-            .map_err(read_err)?
-            .map(|r| decode("membership", &r))
-            .transpose()
-            .map_err(read_err)?
-            .unwrap_or_default();
-        Ok((last_applied, membership))
+        Ok(Snapshot { meta, snapshot: Cursor::new(stored.data) })
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResponse>>, typ::StorageError>
-    where
-        I: IntoIterator<Item = typ::Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
+    /// Applies committed entries in one batch and answers each with what its commands returned
+    /// (nothing for blank and membership entries); written, not synced (the log's WAL syncs it).
+    pub fn apply_entries(&self, entries: Vec<typ::Entry>) -> Result<Vec<Vec<CommandResponse>>, StoreError> {
         let mut overlay = Overlay::new(&self.db);
-        let mut responses = Vec::new();
+        let mut responses = Vec::with_capacity(entries.len());
         let mut last_applied = None;
         let mut last_membership = None;
         let watched = self.feed.has_subscribers();
@@ -254,12 +212,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         scopes.extend(commands.iter().filter_map(|c| c.change.scope()));
                     }
                     let mut applier = EntryApplier::new(&mut overlay, entry.log_id.index, time_ms);
-                    let applied = commands
-                        .into_iter()
-                        .map(|command| applier.apply(command))
-                        .collect::<Result<_, _>>()
-                        .and_then(|responses| applier.expire_idempotency_keys().map(|()| responses));
-                    applied.map_err(|e| typ::StorageIOError::apply(entry.log_id, &e))?
+                    let applied = commands.into_iter().map(|command| applier.apply(command)).collect::<Result<_, _>>();
+                    applied.and_then(|responses| applier.expire_idempotency_keys().map(|()| responses))?
                 }
                 EntryPayload::Membership(membership) => {
                     last_membership = Some(typ::StoredMembership::new(Some(entry.log_id), membership));
@@ -274,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 batch.put_cf(self.cf(CF_SM_META), keys::MEMBERSHIP, encode(stored));
             }
             batch.put_cf(self.cf(CF_SM_META), keys::LAST_APPLIED, encode(&last_applied));
-            self.db.write(batch).map_err(write_err)?;
+            self.db.write(batch)?;
             if !scopes.is_empty() {
                 let revision = last_applied.map_or(0, |id| id.index);
                 self.feed.publish(Applied { revision, touched: Touched::Scopes(scopes), at: Instant::now() });
@@ -283,36 +237,83 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(responses)
     }
 
+    /// The stored membership and last applied log id.
+    fn applied(&self) -> Result<(Option<typ::LogId>, typ::StoredMembership), StoreError> {
+        let meta = self.cf(CF_SM_META);
+        let last_applied = decode_last_applied(self.db.get_cf(meta, keys::LAST_APPLIED)?)?;
+        let membership =
+            self.db.get_cf(meta, keys::MEMBERSHIP)?.map(|r| decode("membership", &r)).transpose()?.unwrap_or_default();
+        Ok((last_applied, membership))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> io::Result<typ::Snapshot> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.build()).await?.map_err(io::Error::other)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<typ::LogId>, typ::StoredMembership)> {
+        self.applied().map_err(io::Error::other)
+    }
+
+    async fn apply<Strm>(&mut self, mut stream: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
+    {
+        let mut entries = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = stream.next().await {
+            let (entry, responder) = item?;
+            entries.push(entry);
+            responders.push(responder);
+        }
+        let responses = self.apply_entries(entries).map_err(io::Error::other)?;
+        // Only now, with the batch written: an answered client reads its own write.
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, typ::StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &typ::SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), typ::StorageError> {
+    async fn install_snapshot(&mut self, meta: &typ::SnapshotMeta, snapshot: Cursor<Vec<u8>>) -> io::Result<()> {
         let this = self.clone();
         let owned_meta = meta.clone();
         let data = snapshot.into_inner();
-        let plan = self.plan.take_for(&meta.snapshot_id);
-        let installed = tokio::task::spawn_blocking(move || this.install(&owned_meta, data, plan))
-            .await
-            .map_err(|e| typ::StorageError::from(typ::StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
-        installed.map_err(|e| typ::StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let plan = self.plan.take_for(meta.last_log_id);
+        tokio::task::spawn_blocking(move || this.install(&owned_meta, data, plan)).await?.map_err(io::Error::other)?;
         crate::metrics::global().snapshots_installed.inc();
         let revision = meta.last_log_id.map_or(0, |id| id.index);
         self.feed.publish(Applied { revision, touched: Touched::Everything, at: Instant::now() });
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<typ::Snapshot>, typ::StorageError> {
-        let stored = self.current_snapshot().map_err(|e| typ::StorageIOError::read_snapshot(None, &e))?;
-        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<typ::Snapshot>> {
+        let stored = self.current_snapshot().map_err(io::Error::other)?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Cursor::new(s.data) }))
+    }
+}
+
+/// Snapshot chunks from a leader (openraft-legacy's chunked transport) are gathered in memory;
+/// `network::server` bounds their total size before they get here.
+impl SnapshotReceiverFactory<TypeConfig> for StateMachineStore {
+    type SnapshotReceiver = Cursor<Vec<u8>>;
+
+    async fn begin_receiving_snapshot(&mut self) -> io::Result<Cursor<Vec<u8>>> {
+        Ok(Cursor::new(Vec::new()))
     }
 }
 

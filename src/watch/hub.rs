@@ -5,6 +5,7 @@
 //! however many sessions watch it); one follows Raft's metrics for the leader and the applied
 //! revision.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +26,10 @@ const LEADERSHIP_CHECK: Duration = Duration::from_secs(1);
 
 /// Whether this node still leads: a quorum answered a heartbeat round within [`LEADERSHIP_CHECK`].
 async fn confirm_leadership(raft: &typ::Raft) -> bool {
-    matches!(tokio::time::timeout(LEADERSHIP_CHECK, raft.ensure_linearizable()).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(LEADERSHIP_CHECK, raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Bounds on what watchers may hold on one node.
@@ -342,7 +346,7 @@ impl WatchHub {
     /// keeps believing it leads). It stops for good on shutdown.
     async fn follow_raft(self: Arc<Self>, raft: typ::Raft, mut stopped: watch::Receiver<bool>) {
         let mut metrics = raft.metrics();
-        let me = metrics.borrow().id;
+        let me = metrics.borrow_watched().id;
         let mut leaderless_since: Option<Instant> = Some(Instant::now());
         let mut confirmed_at = Instant::now();
         let mut was_leader = false;

@@ -313,6 +313,16 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERMs node `index` and waits for it to exit: a clean shutdown.
+    pub fn terminate(&mut self, index: usize) {
+        if let Some(mut process) = self.nodes[index].process.take() {
+            // SAFETY: kill(2) with a child's pid and a valid signal has no memory effects.
+            let sent = unsafe { libc::kill(process.id() as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(sent, 0, "signalling node {index}");
+            process.wait().unwrap();
+        }
+    }
+
     /// SIGSTOPs (`paused`) or SIGCONTs node `index`: a process that stops answering without
     /// dying, like one stuck in a long GC pause or on a frozen VM.
     pub fn set_paused(&self, index: usize, paused: bool) {

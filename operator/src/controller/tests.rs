@@ -244,6 +244,23 @@ impl NodeAdmin for FakeNodes {
         })
     }
 
+    fn transfer_leader<'a>(
+        &'a self,
+        endpoint: &'a str,
+        _token: &'a str,
+    ) -> BoxFuture<'a, Result<wire::LeaderTransfer, ClientError>> {
+        Box::pin(async move {
+            self.note_intent("transfer_leader").await;
+            self.answering(endpoint)?;
+            let mut raft = self.raft();
+            let from = raft.leader.ok_or_else(|| problem(503, "no_leader"))?;
+            let to =
+                raft.voters.keys().copied().find(|id| *id != from).ok_or_else(|| problem(422, "invalid_membership"))?;
+            raft.leader = Some(to);
+            Ok(wire::LeaderTransfer { from, to, term: 2 })
+        })
+    }
+
     fn backup<'a>(
         &'a self,
         endpoint: &'a str,
@@ -791,6 +808,8 @@ async fn a_version_change_restarts_followers_first_and_the_leader_last_one_at_a_
     harness.settle(10).await;
 
     assert_eq!(harness.restarts, [2, 1, 0], "followers by highest ordinal, then the leader");
+    let leader = harness.cluster().await.status.and_then(|s| s.leader);
+    assert!(leader.is_some_and(|pod| pod != "cfx-0"), "the leader handed leadership over before its pod restarted");
     let sts = harness.api::<StatefulSet>().get(NAME).await.expect("statefulset");
     let image = sts.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].image.clone());
     assert_eq!(image.flatten().as_deref(), Some("ghcr.io/conflux/conflux:0.2.0"));

@@ -291,9 +291,13 @@ fn waking_brings_back_every_recorded_member_so_a_majority_can_form() {
 }
 
 #[test]
-fn rolling_restart_takes_followers_first_and_the_leader_last() {
+fn rolling_restart_takes_followers_first_and_the_leader_last_after_it_hands_leadership_over() {
     check(cluster(3).voters(3).outdated(0).outdated(2), Action::RestartPod { ordinal: 2 });
-    check(cluster(3).voters(3).outdated(0), Action::RestartPod { ordinal: 0 });
+    // Pod 0 hosts the leader (node 1): it hands over first, then, leading no more, restarts.
+    check(cluster(3).voters(3).outdated(0), Action::TransferLeader { from: 1 });
+    check(cluster(3).voters(3).outdated(0).leader(2), Action::RestartPod { ordinal: 0 });
+    // A lone voter has no one to hand over to.
+    check(cluster(1).voters(1).outdated(0), Action::RestartPod { ordinal: 0 });
 }
 
 #[test]
@@ -745,6 +749,12 @@ impl Model {
                 // The pod goes down and comes back with the next replication round.
                 self.down.insert(*ordinal);
                 self.restarting.insert(*ordinal);
+            }
+            Action::TransferLeader { from } => {
+                prop_assert_eq!(self.leader, Some(*from), "only the leader hands leadership over");
+                let to = self.voters.keys().copied().find(|&v| v != *from && self.healthy(v));
+                prop_assert!(to.is_some(), "leadership handed to no healthy voter");
+                self.leader = to;
             }
             Action::Wait { .. } | Action::Nothing => {}
         }
