@@ -30,8 +30,13 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
             .await
             .unwrap();
     }
-    let purged = cluster.nodes[leader].metric("conflux_raft_purged_index", &[]).await;
-    assert!(purged > 50.0, "the leader must have purged its log past the follower (purged {purged})");
+    // openraft 0.10 purges only what no replication has in flight: the down follower's retry holds
+    // its range until the retry fails (after a backoff of up to 2 s), then the purge goes through.
+    let leader_node = &cluster.nodes[leader];
+    eventually("the leader purges its log past the follower", Duration::from_secs(20), || async {
+        (leader_node.metric("conflux_raft_purged_index", &[]).await > 50.0).then_some(())
+    })
+    .await;
 
     cluster.restart(follower).await;
     let last = cluster.status(leader).await.unwrap().last_log_index;
