@@ -13,8 +13,9 @@ first=${2:-1}
 log_dir=${FAULT_LOG_DIR:-/var/tmp/conflux-fault-suite}
 mkdir -p "$log_dir"
 
-cargo build --workspace --all-features --tests --quiet
-binary=$(cargo test --workspace --all-features --test fault_suite --no-run --message-format=json 2>/dev/null |
+# The same selection as scripts/test.sh: any other one resolves RocksDB's build differently and
+# compiles it again.
+binary=$(cargo test --workspace --all-features --lib --bins --tests --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
