@@ -253,8 +253,7 @@ impl Service {
         if self.applied_index() >= revision {
             return true;
         }
-        let applied = metrics_until(&self.raft, |m| m.last_applied.map_or(0, |l| l.index) >= revision);
-        matches!(tokio::time::timeout(bound, applied).await, Ok(Ok(())))
+        self.raft.wait(Some(bound)).applied_index_at_least(Some(revision), "min_revision").await.is_ok()
     }
 }
 
@@ -284,18 +283,11 @@ pub(crate) async fn wait_for_leader(
     // Also paces callers that loop on this while the leader's address is still unknown.
     tokio::time::sleep(Duration::from_millis(10)).await;
     let bound = (tokio::time::Instant::now() + timeouts.leader_wait).min(deadline);
-    let known = tokio::time::timeout_at(bound, metrics_until(raft, |m| m.current_leader.is_some())).await;
-    known.unwrap_or(Err(Error::NoLeader))
-}
-
-/// Waits until openraft's metrics satisfy `holds`; an error once Raft has stopped.
-pub(crate) async fn metrics_until(raft: &typ::Raft, holds: impl Fn(&typ::RaftMetrics) -> bool) -> Result<(), Error> {
-    let mut metrics = raft.metrics();
-    loop {
-        if holds(&metrics.borrow_and_update()) {
-            return Ok(());
-        }
-        metrics.changed().await.map_err(|_| Error::Stopped("raft metrics closed".into()))?;
+    let left = bound.saturating_duration_since(tokio::time::Instant::now());
+    match raft.wait(Some(left)).metrics(|m| m.current_leader.is_some(), "a known leader").await {
+        Ok(_) => Ok(()),
+        Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::Stopped("raft is shutting down".into())),
+        Err(openraft::metrics::WaitError::Timeout(..)) => Err(Error::NoLeader),
     }
 }
 
