@@ -15,6 +15,9 @@
 //!   plain text `PUT` (no Content-Type) that `write_throughput` measures. The versioned write must
 //!   stay within 20 % of the plain one at 64 clients; the last column and line say whether it does.
 //!
+//! - Resolve under lease reads: a second Conflux cluster whose nodes run `--read-policy lease`,
+//!   linearizable resolves against etcd's linearizable range reads.
+//!
 //! Run: `scripts/bench.sh` (runs both benches), or `. scripts/env.sh && cargo bench --bench
 //! resolve_throughput`. `BENCH_SECONDS` sets the time per cell (default 5), `BENCH_CLIENTS` the
 //! client counts (default `64`).
@@ -28,7 +31,9 @@ use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{RequestBuilder, StatusCode};
 use tempfile::TempDir;
 
-use crate::cluster::{base64_encode, env_list, etcd_put, start_conflux, start_etcd, Cluster, Load, Measured};
+use crate::cluster::{
+    base64_encode, env_list, etcd_put, start_conflux, start_conflux_with, start_etcd, Cluster, Load, Measured,
+};
 
 const NODES: usize = 3;
 /// The env every config lives in, and the etcd key prefix.
@@ -208,6 +213,21 @@ async fn resolve_table(conflux: &Cluster, etcd: &Cluster, client_counts: &[usize
     }
 }
 
+/// Linearizable resolves on a second cluster whose nodes run `--read-policy lease`, next to etcd's
+/// linearizable range reads measured again in the same minute.
+async fn lease_table(lease: &Cluster, etcd: &Cluster, client_counts: &[usize], seconds: u64) {
+    set_up_reads(&reqwest::Client::new(), lease, etcd).await;
+    println!("\nResolve on nodes with `--read-policy lease`, {NODES} nodes (Conflux/etcd ratios)\n");
+    println!("| clients | conflux resolve | r/s | p50 ms | p99 ms | etcd range | r/s | p50 ms | p99 ms | r/s ratio | p99 ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &clients in client_counts {
+        let linearizable = Consistency::Linearizable;
+        let e_lin = measure_range(etcd, linearizable, clients, seconds).await;
+        let c_lin = measure_resolve(lease, linearizable, None, clients, seconds).await;
+        row(clients, "linearizable (lease)", &c_lin, linearizable.name(), &e_lin, "");
+    }
+}
+
 async fn write_table(conflux: &Cluster, etcd: &Cluster, client_counts: &[usize], seconds: u64) {
     println!("\nVersioned write, {NODES} nodes, {WRITTEN_CONFIGS} configs, 128-byte values, on the leader (Conflux/etcd ratios)\n");
     println!("| clients | conflux write | w/s | p50 ms | p99 ms | etcd write | w/s | p50 ms | p99 ms | w/s ratio | p99 ratio | w/s vs plain |");
@@ -249,6 +269,9 @@ async fn main() {
     resolve_table(&conflux, &etcd, &client_counts, seconds).await;
     write_table(&conflux, &etcd, &client_counts, seconds).await;
     drop(conflux);
+    let lease = start_conflux_with(NODES, &root.join("lease"), &["--read-policy", "lease"]).await;
+    lease_table(&lease, &etcd, &client_counts, seconds).await;
+    drop(lease);
     drop(etcd);
     let _ = std::fs::remove_dir_all(&root);
 }

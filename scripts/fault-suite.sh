@@ -3,6 +3,7 @@
 # process, FAULT_SECONDS (default 8) of faults per seed, and prints one line per seed and a
 # summary. Every seed runs even after a failure; the exit status is non-zero if any failed, and
 # each failed seed's output is kept in $FAULT_LOG_DIR (default /var/tmp/conflux-fault-suite).
+# FAULT_READ_POLICY=lease runs the nodes with lease reads (default read-index).
 #
 #   scripts/fault-suite.sh [N [FIRST]]      default N=200, FIRST=1
 set -euo pipefail
@@ -23,12 +24,20 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -x "$binary" ] || { echo "fault-suite: could not find the fault_suite test binary" >&2; exit 1; }
 
+case "${FAULT_READ_POLICY:-read-index}" in
+  read-index) test_name=under_kills_pauses_partitions_and_membership_churn_every_history_is_linearizable
+              seeds_variable=FAULT_SEEDS ;;
+  lease) test_name=with_lease_reads_every_history_is_linearizable_too
+         seeds_variable=FAULT_LEASE_SEEDS ;;
+  *) echo "fault-suite: FAULT_READ_POLICY must be read-index or lease" >&2; exit 2 ;;
+esac
+
 passed=0
 failed=()
 start=$(date +%s)
 for seed in $(seq "$first" $((first + count - 1))); do
   log="$log_dir/seed-$seed.log"
-  if FAULT_SEEDS=$seed "$binary" --nocapture >"$log" 2>&1; then
+  if env "$seeds_variable=$seed" "$binary" --exact "$test_name" --nocapture >"$log" 2>&1; then
     passed=$((passed + 1))
     grep -a '^seed ' "$log" || true
     rm -f "$log"

@@ -85,6 +85,12 @@ pub struct NodeConfig {
     /// Upper bound of the randomized election timeout, in milliseconds.
     #[arg(long, env = "CONFLUX_ELECTION_TIMEOUT_MAX_MS", default_value_t = 2000)]
     pub election_timeout_max_ms: u64,
+    /// How a linearizable read confirms this node's view: `read-index` (a heartbeat round to a
+    /// quorum for each batch of reads) or `lease` (the leader trusts a quorum acknowledgement
+    /// younger than 4/5 of `--election-timeout-max-ms`, with no round trip; see README
+    /// "Lease reads"). Set the same value on every member.
+    #[arg(long, env = "CONFLUX_READ_POLICY", value_enum, default_value = "read-index")]
+    pub read_policy: ReadPolicy,
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, env = "CONFLUX_SNAPSHOT_LOGS", default_value_t = 20_000)]
     pub snapshot_logs: u64,
@@ -135,6 +141,13 @@ pub struct NodeConfig {
 pub enum AuthMode {
     Enabled,
     Disabled,
+}
+
+/// How linearizable reads are confirmed; see [`crate::service::read_lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadPolicy {
+    ReadIndex,
+    Lease,
 }
 
 /// The largest `--max-body-bytes`: a log entry may carry a full batch plus one command of twice
@@ -198,6 +211,12 @@ impl NodeConfig {
         let entry = crate::service::write_batcher::MAX_BATCH_BYTES.saturating_add(self.max_command_bytes());
         let append = entry.max(crate::network::client::APPEND_BYTES_BUDGET as usize);
         append.max(SNAPSHOT_CHUNK_BYTES as usize).saturating_add(PEER_BODY_OVERHEAD_BYTES)
+    }
+
+    /// The read policy, with openraft's leader lease (`election_timeout_max`).
+    pub fn read_lease(&self) -> crate::service::read_lease::ReadLease {
+        let lease = Duration::from_millis(self.election_timeout_max_ms);
+        crate::service::read_lease::ReadLease::new(self.read_policy, lease)
     }
 
     /// Watcher bounds; a node that knows no leader for two maximal election timeouts sends its

@@ -207,7 +207,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let (stop, stopped) = watch::channel(false);
     let watchers = WatchHub::start(store.clone(), &raft, node_id, config.watch_limits(), stopped.clone());
     let overload = config.overload_limits();
-    let limits = ServiceLimits { timeouts, write_queue: overload.write_queue() };
+    let limits = ServiceLimits { timeouts, write_queue: overload.write_queue(), read_lease: config.read_lease() };
     let service = Service::new(raft.clone(), store, peers, limits, advertise_peer, committed_index, watchers);
 
     let state = ApiState {
@@ -253,7 +253,8 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
         );
     }
     record_listen_addresses(&config.data_dir, client_addr, peer_addr);
-    tracing::info!(node_id, %client_addr, %peer_addr, client_tls = tls.client.is_some(), peer_tls = tls.peer.is_some(), "conflux node started");
+    let read_policy = format!("{:?}", config.read_policy);
+    tracing::info!(node_id, %client_addr, %peer_addr, client_tls = tls.client.is_some(), peer_tls = tls.peer.is_some(), read_policy, "conflux node started");
 
     let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
     if !config.join && !initialized {

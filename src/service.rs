@@ -6,6 +6,7 @@ pub mod backup;
 pub mod leadership;
 pub mod membership;
 pub mod read_barrier;
+pub mod read_lease;
 pub mod resolve;
 pub mod schemas;
 pub mod watchers;
@@ -25,6 +26,7 @@ use crate::store::{Store, StoreError};
 use crate::types::{typ, NodeId};
 use crate::watch::WatchHub;
 use read_barrier::ReadBarrier;
+use read_lease::ReadLease;
 use schemas::SchemaCache;
 use write_batcher::{Rejected, WriteBatcher};
 
@@ -96,6 +98,7 @@ pub struct ServiceTimeouts {
 pub struct ServiceLimits {
     pub timeouts: ServiceTimeouts,
     pub write_queue: crate::overload::WriteQueueLimits,
+    pub read_lease: ReadLease,
 }
 
 /// The node's operations, shared by the client API, the admin API and the peer routes.
@@ -108,6 +111,8 @@ pub struct Service {
     pub committed_index: Arc<AtomicU64>,
     pub schemas: SchemaCache,
     pub watch: Arc<WatchHub>,
+    /// The read policy, and the startup hold a lease policy needs (the vote route applies it).
+    pub read_lease: ReadLease,
     reads: ReadBarrier,
     writes: WriteBatcher,
     /// Held by a restore or recover: one at a time.
@@ -124,8 +129,9 @@ impl Service {
         committed_index: Arc<AtomicU64>,
         watch: Arc<WatchHub>,
     ) -> Arc<Service> {
-        let ServiceLimits { timeouts, write_queue } = limits;
-        let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone());
+        let ServiceLimits { timeouts, write_queue, read_lease } = limits;
+        read_lease.hold_elections(&raft);
+        let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone(), read_lease.clone());
         let writes = WriteBatcher::start(raft.clone(), timeouts.request, write_queue);
         let schemas = SchemaCache::default();
         Arc::new(Service {
@@ -137,6 +143,7 @@ impl Service {
             committed_index,
             schemas,
             watch,
+            read_lease,
             reads,
             writes,
             recovery: Default::default(),

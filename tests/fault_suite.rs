@@ -18,8 +18,10 @@
 //! each unknown write: stored under version v (it took effect, as v) or absent (it never did).
 //! An acknowledged write missing from that history fails the seed at once.
 //!
-//! `FAULT_SEEDS` (comma-separated, default `1,2`) and `FAULT_SECONDS` (per seed, default 8)
-//! choose the run; `scripts/fault-suite.sh N` runs seeds 1..=N.
+//! `FAULT_SEEDS` (comma-separated, default `1,2`; nodes on `--read-policy read-index`),
+//! `FAULT_LEASE_SEEDS` (default `3`; nodes on `--read-policy lease`) and `FAULT_SECONDS` (per seed,
+//! default 8) choose the run; `scripts/fault-suite.sh N` runs seeds 1..=N, and
+//! `FAULT_READ_POLICY=lease scripts/fault-suite.sh N` runs them with lease reads.
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -273,15 +275,16 @@ async fn self_declared_leader(cluster: &TestCluster) -> Option<usize> {
 }
 
 /// Nodes that build a snapshot every 100 entries and keep only 20 below it, so a node down for
-/// a second, and every pristine member, catches up by installing a snapshot.
-fn snapshotting_often() -> NodeOptions {
-    let args = ["--snapshot-logs", "100", "--keep-logs", "20"];
+/// a second, and every pristine member, catches up by installing a snapshot; and that confirm
+/// linearizable reads by `read_policy` (`read-index` or `lease`).
+fn snapshotting_often(read_policy: &str) -> NodeOptions {
+    let args = ["--snapshot-logs", "100", "--keep-logs", "20", "--read-policy", read_policy];
     NodeOptions { extra_args: args.map(String::from).to_vec() }
 }
 
 /// Runs one seed and panics, naming the seed, on any violation.
-async fn run_seed(seed: u64, seconds: u64) {
-    let mut cluster = TestCluster::start(NODES, snapshotting_often()).await;
+async fn run_seed(seed: u64, seconds: u64, read_policy: &str) {
+    let mut cluster = TestCluster::start(NODES, snapshotting_often(read_policy)).await;
     let clients: Vec<Client> = cluster.nodes.iter().map(|node| node.client()).collect();
     let keep_all = QuotaSpec { max_versions_kept: Some(10_000), ..QuotaSpec::default() };
     let tenant = TenantSpec { quotas: Some(keep_all), ..TenantSpec::default() };
@@ -410,6 +413,16 @@ fn env_number_list(name: &str, default: &str) -> Vec<u64> {
 async fn under_kills_pauses_partitions_and_membership_churn_every_history_is_linearizable() {
     let seconds = env_number_list("FAULT_SECONDS", "8")[0];
     for seed in env_number_list("FAULT_SEEDS", "1,2") {
-        run_seed(seed, seconds).await;
+        run_seed(seed, seconds, "read-index").await;
+    }
+}
+
+/// The same nemesis against nodes serving lease reads (`--read-policy lease`): a SIGSTOPped or
+/// cut-off leader, or followers killed and restarted under it, must never yield a stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_lease_reads_every_history_is_linearizable_too() {
+    let seconds = env_number_list("FAULT_SECONDS", "8")[0];
+    for seed in env_number_list("FAULT_LEASE_SEEDS", "3") {
+        run_seed(seed, seconds, "lease").await;
     }
 }

@@ -123,6 +123,11 @@ where
 
 /// Starts a Conflux cluster of `size` voters; the first node initialises it and leads.
 pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
+    start_conflux_with(size, root, &[]).await
+}
+
+/// [`start_conflux`] with `args` added to every node's `conflux serve` command line.
+pub async fn start_conflux_with(size: usize, root: &Path, args: &[&str]) -> Cluster {
     let mut processes = Processes(Vec::new());
     let mut nodes = Vec::new();
     for i in 0..size {
@@ -134,6 +139,7 @@ pub async fn start_conflux(size: usize, root: &Path) -> Cluster {
             .args(["serve", "--join", "--data-dir"])
             .arg(&dir)
             .args(["--listen", &format!("127.0.0.1:{client}"), "--peer-listen", &format!("127.0.0.1:{peer}")])
+            .args(args)
             .env("CONFLUX_CLUSTER_TOKEN", TOKEN)
             // etcd runs without auth here, so Conflux does too: the ratios compare like with
             // like. (With auth, a request costs one more constant-time compare, or one

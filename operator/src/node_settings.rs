@@ -6,6 +6,7 @@
 
 use k8s_openapi::api::core::v1::EnvVar;
 use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The node's defaults the CEL rules assume for absent fields: (environment variable, default).
@@ -73,24 +74,48 @@ pub struct NodeSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 67108864))]
     pub max_body_bytes: Option<u64>,
+    /// Every member gets the same value, which lease reads need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_policy: Option<ReadPolicy>,
+}
+
+/// How every node confirms a linearizable read (`CONFLUX_READ_POLICY`, default `ReadIndex`):
+/// `ReadIndex`, a heartbeat round to a quorum for each batch of reads; `Lease`, the leader answers
+/// from its lease (a quorum acknowledgement younger than 4/5 of `electionTimeoutMaxMs`, no round
+/// trip), which assumes no member's monotonic clock stalls while the others run (README, "Lease
+/// reads").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReadPolicy {
+    ReadIndex,
+    Lease,
+}
+
+impl ReadPolicy {
+    /// The value of the node's `--read-policy`.
+    fn flag_value(self) -> &'static str {
+        match self {
+            ReadPolicy::ReadIndex => "read-index",
+            ReadPolicy::Lease => "lease",
+        }
+    }
 }
 
 impl NodeSettings {
     /// The environment variables that pass the given settings to the node, in a stable order.
     pub fn env(&self) -> Vec<EnvVar> {
+        let number = |value: Option<u64>| value.map(|v| v.to_string());
         [
-            ("CONFLUX_HEARTBEAT_MS", self.heartbeat_interval_ms),
-            ("CONFLUX_ELECTION_TIMEOUT_MIN_MS", self.election_timeout_min_ms),
-            ("CONFLUX_ELECTION_TIMEOUT_MAX_MS", self.election_timeout_max_ms),
-            ("CONFLUX_SNAPSHOT_LOGS", self.snapshot_logs_since_last),
-            ("CONFLUX_KEEP_LOGS", self.keep_logs),
-            ("CONFLUX_REQUEST_TIMEOUT_MS", self.request_timeout_ms),
-            ("CONFLUX_MAX_BODY_BYTES", self.max_body_bytes),
+            ("CONFLUX_HEARTBEAT_MS", number(self.heartbeat_interval_ms)),
+            ("CONFLUX_ELECTION_TIMEOUT_MIN_MS", number(self.election_timeout_min_ms)),
+            ("CONFLUX_ELECTION_TIMEOUT_MAX_MS", number(self.election_timeout_max_ms)),
+            ("CONFLUX_SNAPSHOT_LOGS", number(self.snapshot_logs_since_last)),
+            ("CONFLUX_KEEP_LOGS", number(self.keep_logs)),
+            ("CONFLUX_REQUEST_TIMEOUT_MS", number(self.request_timeout_ms)),
+            ("CONFLUX_MAX_BODY_BYTES", number(self.max_body_bytes)),
+            ("CONFLUX_READ_POLICY", self.read_policy.map(|p| p.flag_value().to_string())),
         ]
         .into_iter()
-        .filter_map(|(name, value)| {
-            value.map(|value| EnvVar { name: name.into(), value: Some(value.to_string()), ..EnvVar::default() })
-        })
+        .filter_map(|(name, value)| value.map(|value| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() }))
         .collect()
     }
 }
@@ -98,6 +123,11 @@ impl NodeSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn capitalized(word: &str) -> String {
+        let mut chars = word.chars();
+        chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    }
 
     fn accepted(settings: NodeSettings) -> bool {
         let value = serde_json::to_value(settings).expect("serializes");
@@ -127,14 +157,19 @@ mod tests {
 
     #[test]
     fn only_given_settings_reach_the_node_as_its_own_environment_variables() {
-        let settings =
-            NodeSettings { heartbeat_interval_ms: Some(150), max_body_bytes: Some(2048), ..NodeSettings::default() };
+        let settings = NodeSettings {
+            heartbeat_interval_ms: Some(150),
+            max_body_bytes: Some(2048),
+            read_policy: Some(ReadPolicy::Lease),
+            ..NodeSettings::default()
+        };
         let env: Vec<(String, Option<String>)> = settings.env().into_iter().map(|e| (e.name, e.value)).collect();
         assert_eq!(
             env,
             [
                 ("CONFLUX_HEARTBEAT_MS".to_string(), Some("150".to_string())),
-                ("CONFLUX_MAX_BODY_BYTES".to_string(), Some("2048".to_string()))
+                ("CONFLUX_MAX_BODY_BYTES".to_string(), Some("2048".to_string())),
+                ("CONFLUX_READ_POLICY".to_string(), Some("lease".to_string()))
             ]
         );
         assert!(NodeSettings::default().env().is_empty());
@@ -162,6 +197,7 @@ mod tests {
             keep_logs: Some(1),
             request_timeout_ms: Some(1),
             max_body_bytes: Some(1),
+            read_policy: Some(ReadPolicy::ReadIndex),
         };
         for variable in all.env() {
             assert!(
@@ -173,6 +209,11 @@ mod tests {
         for (name, default) in DEFAULTS {
             let declared = format!("env = \"{name}\", default_value_t = {default})");
             assert!(source.contains(&declared), "the node's default of {name} is not {default}");
+        }
+        // Every read policy is a value the node's `--read-policy` accepts.
+        for policy in [ReadPolicy::ReadIndex, ReadPolicy::Lease] {
+            let variant = policy.flag_value().split('-').map(capitalized).collect::<String>();
+            assert!(source.contains(&format!("    {variant},\n")), "the node has no read policy {variant}");
         }
         // The schema's maximum of maxBodyBytes (67108864) is the node's limit.
         assert!(source.contains("MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024"));

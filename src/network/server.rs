@@ -198,7 +198,10 @@ async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
 
 async fn vote(State(state): State<PeerState>, body: Bytes) -> Response {
     match decode::<typ::VoteRequest>(&body) {
-        Ok(request) => reply(&state.service.raft.vote(request).await),
+        Ok(request) => {
+            state.service.read_lease.hold_vote(&request).await;
+            reply(&state.service.raft.vote(request).await)
+        }
         Err(refusal) => refusal,
     }
 }

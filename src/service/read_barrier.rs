@@ -1,12 +1,14 @@
 //! Linearizable reads with coalescing. Readers queue on one worker; each round serves every reader
 //! that was queued when it started, with one read-index confirmation: on the leader,
-//! `ensure_linearizable` (a heartbeat to a quorum); on a follower, a read index fetched from the
-//! leader and then awaited locally. A reader that arrives while a round is in flight waits for the
+//! `ensure_linearizable` (a heartbeat round to a quorum, or under `--read-policy lease` a recent
+//! enough quorum acknowledgement; see `read_lease.rs`); on a follower, a read index fetched from
+//! the leader and then awaited locally. A reader that arrives while a round is in flight waits for the
 //! next round, since a round started before a read arrived cannot vouch for it.
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::read_lease::ReadLease;
 use super::{wait_for_leader, Error, ServiceTimeouts, PATH_READ_INDEX};
 use crate::network::PeerClient;
 use crate::types::typ;
@@ -19,9 +21,9 @@ pub struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    pub fn start(raft: typ::Raft, peers: PeerClient, timeouts: ServiceTimeouts) -> ReadBarrier {
+    pub fn start(raft: typ::Raft, peers: PeerClient, timeouts: ServiceTimeouts, lease: ReadLease) -> ReadBarrier {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, peers, timeouts, waiting));
+        tokio::spawn(run(raft, peers, timeouts, lease, waiting));
         ReadBarrier { queue }
     }
 
@@ -37,6 +39,7 @@ async fn run(
     raft: typ::Raft,
     peers: PeerClient,
     timeouts: ServiceTimeouts,
+    lease: ReadLease,
     mut waiting: mpsc::UnboundedReceiver<Waiter>,
 ) {
     while let Some(first) = waiting.recv().await {
@@ -44,7 +47,7 @@ async fn run(
         while let Ok(more) = waiting.try_recv() {
             round.push(more);
         }
-        let result = confirm_read_index(&raft, &peers, &timeouts).await;
+        let result = confirm_read_index(&raft, &peers, &timeouts, &lease).await;
         for waiter in round {
             // A reader that gave up (its request was dropped) needs no answer.
             let _ = waiter.send(result.clone());
@@ -52,12 +55,17 @@ async fn run(
     }
 }
 
-async fn confirm_read_index(raft: &typ::Raft, peers: &PeerClient, timeouts: &ServiceTimeouts) -> Result<u64, Error> {
+async fn confirm_read_index(
+    raft: &typ::Raft,
+    peers: &PeerClient,
+    timeouts: &ServiceTimeouts,
+    lease: &ReadLease,
+) -> Result<u64, Error> {
     let deadline = Instant::now() + timeouts.request;
     let millis = timeouts.request.as_millis() as u64;
     let round = async {
         loop {
-            match raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
+            match raft.ensure_linearizable(lease.linearizer_option()).await {
                 Ok(read_log_id) => return Ok(read_log_id.index()),
                 Err(openraft::error::RaftError::APIError(typ::LinearizableReadError::ForwardToLeader(f))) => {
                     // While this node hands leadership over, the target may not lead yet.
