@@ -6,10 +6,13 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conflux::client::ClientError;
 use harness::{conflux_bin, NodeOptions, TestCluster, WriteLoad, ADMIN_TOKEN};
+
+/// The harness's `--election-timeout-min-ms`.
+const ELECTION_TIMEOUT_MIN: Duration = Duration::from_millis(800);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_named_voter_under_writes_and_nothing_acknowledged_is_lost() {
@@ -26,17 +29,23 @@ async fn leadership_moves_to_the_named_voter_under_writes_and_nothing_acknowledg
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Asked of a follower, which forwards it to the leader.
+    let asked = Instant::now();
     let moved = cluster.nodes[follower].admin().transfer_leader(Some(target_id)).await.unwrap();
     assert_eq!((moved.from, moved.to), (leader_id, target_id));
+    // A transfer the target ignored (its log behind the leader's, as it can be under writes) would end
+    // in an election, after at least the harness's election timeout of 800 ms.
+    assert!(asked.elapsed() < ELECTION_TIMEOUT_MIN, "the transfer took {:?}", asked.elapsed());
     assert!(moved.term > term, "the new leader campaigned in a new term: {moved:?}");
     let status = cluster.status(target).await.unwrap();
     assert_eq!(status.leader_id, Some(target_id));
     assert_eq!(status.state, "Leader");
 
     // Without a name: the most caught-up other voter; it is not the one that leads now.
+    let asked = Instant::now();
     let again = cluster.nodes[target].admin().transfer_leader(None).await.unwrap();
     assert_eq!(again.from, target_id);
     assert_ne!(again.to, target_id);
+    assert!(asked.elapsed() < ELECTION_TIMEOUT_MIN, "the second transfer took {:?}", asked.elapsed());
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (acked, _failed) = load.stop().await;

@@ -8,15 +8,26 @@
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::metrics::WaitError;
+use tokio::time::Instant;
 
 use super::membership::{matched_index, HEALTHY_LAG_ENTRIES};
 use super::{Error, Service};
 use crate::types::{typ, NodeId};
 use crate::wire;
 
+/// How long a transfer request is given before it is sent again. openraft's target ignores a
+/// request while its log is behind what the leader held when it asked, which under writes it can
+/// be (an append still in flight on another connection), and a request can be lost; the leader,
+/// which refuses new writes from the first request on and sends no heartbeats, catches the target
+/// up within a round trip, and a repeated request then finds it ready. Unrepeated, such a
+/// transfer would end in an election timeout instead.
+const TRANSFER_RETRY: Duration = Duration::from_millis(50);
+
 impl Service {
     /// Hands leadership from this node (which must lead) to `to`, or to the most caught-up other
-    /// voter, and waits, bounded by the request timeout, until this node sees it lead.
+    /// voter, and waits, bounded by the request timeout, until this node sees another node lead
+    /// (the answer names it: the target, unless an election overtook the transfer).
     pub(super) async fn transfer_leadership(&self, to: Option<NodeId>) -> Result<wire::LeaderTransfer, Error> {
         let me = self.node_id();
         let m = self.raft.metrics().borrow_watched().clone();
@@ -27,15 +38,21 @@ impl Service {
         if target == me {
             return Ok(wire::LeaderTransfer { from: me, to: me, term: m.current_term });
         }
-        self.raft.trigger().transfer_leader(target).await.map_err(|f| Error::Stopped(f.to_string()))?;
-        let handed_over = self
-            .raft
-            .wait(Some(self.timeouts.request))
-            .metrics(|m| m.current_leader == Some(target), "leadership transferred")
-            .await
-            .map_err(|_| Error::Timeout { millis: self.timeouts.request.as_millis() as u64 })?;
-        tracing::info!(from = me, to = target, term = handed_over.current_term, "leadership transferred");
-        Ok(wire::LeaderTransfer { from: me, to: target, term: handed_over.current_term })
+        let millis = self.timeouts.request.as_millis() as u64;
+        let deadline = Instant::now() + self.timeouts.request;
+        let handed_over = loop {
+            self.raft.trigger().transfer_leader(target).await.map_err(|f| Error::Stopped(f.to_string()))?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let moved = |m: &typ::RaftMetrics| m.current_leader.is_some_and(|leader| leader != me);
+            match self.raft.wait(Some(TRANSFER_RETRY.min(left))).metrics(moved, "leadership transferred").await {
+                Ok(m) => break m,
+                Err(WaitError::Timeout(..)) if Instant::now() < deadline => continue,
+                Err(_) => return Err(Error::Timeout { millis }),
+            }
+        };
+        let to = handed_over.current_leader.unwrap_or(target);
+        tracing::info!(from = me, to, term = handed_over.current_term, "leadership transferred");
+        Ok(wire::LeaderTransfer { from: me, to, term: handed_over.current_term })
     }
 
     /// Before a clean shutdown: if this node leads a cluster with other voters, hand leadership
