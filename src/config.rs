@@ -215,8 +215,13 @@ impl NodeConfig {
 
     /// The read policy, with openraft's leader lease (`election_timeout_max`).
     pub fn read_lease(&self) -> crate::service::read_lease::ReadLease {
-        let lease = Duration::from_millis(self.election_timeout_max_ms);
-        crate::service::read_lease::ReadLease::new(self.read_policy, lease)
+        crate::service::read_lease::ReadLease::new(self.read_policy, self.election_timeout_max())
+    }
+
+    /// The upper bound of the election timeout: openraft's leader lease, and how long a follower
+    /// may go without hearing from its leader before it campaigns.
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms)
     }
 
     /// Watcher bounds; a node that knows no leader for two maximal election timeouts sends its

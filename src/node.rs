@@ -207,7 +207,12 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     let (stop, stopped) = watch::channel(false);
     let watchers = WatchHub::start(store.clone(), &raft, node_id, config.watch_limits(), stopped.clone());
     let overload = config.overload_limits();
-    let limits = ServiceLimits { timeouts, write_queue: overload.write_queue(), read_lease: config.read_lease() };
+    let limits = ServiceLimits {
+        timeouts,
+        write_queue: overload.write_queue(),
+        read_lease: config.read_lease(),
+        leader_contact_within: config.election_timeout_max(),
+    };
     let service = Service::new(raft.clone(), store, peers, limits, advertise_peer, committed_index, watchers);
 
     let state = ApiState {

@@ -3,6 +3,7 @@
 //! (`api`) calls only this; this never knows about status codes.
 
 pub mod backup;
+pub mod leader_contact;
 pub mod leadership;
 pub mod membership;
 pub mod read_barrier;
@@ -25,6 +26,7 @@ use crate::network::{PeerCallError, PeerClient};
 use crate::store::{Store, StoreError};
 use crate::types::{typ, NodeId};
 use crate::watch::WatchHub;
+use leader_contact::LeaderContact;
 use read_barrier::ReadBarrier;
 use read_lease::ReadLease;
 use schemas::SchemaCache;
@@ -99,6 +101,8 @@ pub struct ServiceLimits {
     pub timeouts: ServiceTimeouts,
     pub write_queue: crate::overload::WriteQueueLimits,
     pub read_lease: ReadLease,
+    /// How recent a leader's AppendEntries must be for a follower to be ready.
+    pub leader_contact_within: Duration,
 }
 
 /// The node's operations, shared by the client API, the admin API and the peer routes.
@@ -113,6 +117,8 @@ pub struct Service {
     pub watch: Arc<WatchHub>,
     /// The read policy, and the startup hold a lease policy needs (the vote route applies it).
     pub read_lease: ReadLease,
+    /// When a leader's AppendEntries last reached this node (the append route records it).
+    pub leader_contact: LeaderContact,
     reads: ReadBarrier,
     writes: WriteBatcher,
     /// Held by a restore or recover: one at a time.
@@ -129,7 +135,7 @@ impl Service {
         committed_index: Arc<AtomicU64>,
         watch: Arc<WatchHub>,
     ) -> Arc<Service> {
-        let ServiceLimits { timeouts, write_queue, read_lease } = limits;
+        let ServiceLimits { timeouts, write_queue, read_lease, leader_contact_within } = limits;
         read_lease.hold_elections(&raft);
         let reads = ReadBarrier::start(raft.clone(), peers.clone(), timeouts.clone(), read_lease.clone());
         let writes = WriteBatcher::start(raft.clone(), timeouts.request, write_queue);
@@ -144,6 +150,7 @@ impl Service {
             schemas,
             watch,
             read_lease,
+            leader_contact: LeaderContact::new(leader_contact_within),
             reads,
             writes,
             recovery: Default::default(),

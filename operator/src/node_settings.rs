@@ -115,7 +115,9 @@ impl NodeSettings {
             ("CONFLUX_READ_POLICY", self.read_policy.map(|p| p.flag_value().to_string())),
         ]
         .into_iter()
-        .filter_map(|(name, value)| value.map(|value| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() }))
+        .filter_map(|(name, value)| {
+            value.map(|value| EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() })
+        })
         .collect()
     }
 }

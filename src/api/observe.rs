@@ -50,8 +50,9 @@ pub async fn healthz(State(state): State<ApiState>) -> Result<&'static str, ApiE
     }
 }
 
-/// Ready when this node is a member of a cluster that has a leader and its state machine is
-/// within reach of the committed index.
+/// Ready when this node is a member of a cluster that has a leader, it leads or the leader's
+/// replication caught it up within the last election timeout (see `service/leader_contact.rs`),
+/// and its state machine is within reach of the committed index.
 pub async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
     let m = state.service.raft.metrics().borrow_watched().clone();
     let not_ready = |why: &str| ApiError::Unavailable { code: "node_stopped", detail: format!("not ready: {why}") };
@@ -61,8 +62,11 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiEr
     if m.membership_config.membership().get_node(&m.id).is_none() {
         return Err(not_ready("not a member of a cluster"));
     }
-    if m.current_leader.is_none() {
+    let Some(leader) = m.current_leader else {
         return Err(not_ready("no leader known"));
+    };
+    if leader != m.id && !state.service.leader_contact.is_fresh() {
+        return Err(not_ready("the leader's replication has not reached this node lately"));
     }
     let applied = m.last_applied.map_or(0, |l| l.index);
     let committed = state.service.committed_index();

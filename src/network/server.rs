@@ -191,7 +191,13 @@ fn reply<T: Serialize>(value: &T) -> Response {
 
 async fn append(State(state): State<PeerState>, body: Bytes) -> Response {
     match decode::<typ::AppendEntriesRequest>(&body) {
-        Ok(request) => reply(&state.service.raft.append_entries(request).await),
+        Ok(request) => {
+            let answered = state.service.raft.append_entries(request).await;
+            if answered.is_ok() {
+                state.service.leader_contact.record_if_caught_up(&state.service.raft.metrics().borrow_watched());
+            }
+            reply(&answered)
+        }
         Err(refusal) => refusal,
     }
 }
