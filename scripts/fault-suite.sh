@@ -23,6 +23,16 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fault_suite" and m.get("executable"):
         print(m["executable"])')
 [ -x "$binary" ] || { echo "fault-suite: could not find the fault_suite test binary" >&2; exit 1; }
+# Private copies of the test binary and the node binary: a build during the run (the shared
+# target directory) must not swap them out from under it.
+private=$(mktemp -d)
+trap 'rm -rf "$private"' EXIT
+cp "$binary" "$private/fault_suite"
+binary=$private/fault_suite
+if [ -z "${CONFLUX_BIN:-}" ]; then
+  cp "${CARGO_TARGET_DIR:-$PWD/target}/debug/conflux" "$private/conflux"
+  export CONFLUX_BIN=$private/conflux
+fi
 
 case "${FAULT_READ_POLICY:-read-index}" in
   read-index) test_name=under_kills_pauses_partitions_and_membership_churn_every_history_is_linearizable
