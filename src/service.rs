@@ -101,7 +101,7 @@ pub struct ServiceLimits {
     pub timeouts: ServiceTimeouts,
     pub write_queue: crate::overload::WriteQueueLimits,
     pub read_lease: ReadLease,
-    /// How recent a leader's AppendEntries must be for a follower to be ready.
+    /// How recently a leader's AppendEntries must have found a follower caught up for it to be ready.
     pub leader_contact_within: Duration,
 }
 
@@ -117,7 +117,7 @@ pub struct Service {
     pub watch: Arc<WatchHub>,
     /// The read policy, and the startup hold a lease policy needs (the vote route applies it).
     pub read_lease: ReadLease,
-    /// When a leader's AppendEntries last reached this node (the append route records it).
+    /// When a leader's AppendEntries last found this node caught up (the append route records it).
     pub leader_contact: LeaderContact,
     reads: ReadBarrier,
     writes: WriteBatcher,

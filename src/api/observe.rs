@@ -66,7 +66,7 @@ pub async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiEr
         return Err(not_ready("no leader known"));
     };
     if leader != m.id && !state.service.leader_contact.is_fresh() {
-        return Err(not_ready("the leader's replication has not reached this node lately"));
+        return Err(not_ready("the leader's replication has not caught this node up lately"));
     }
     let applied = m.last_applied.map_or(0, |l| l.index);
     let committed = state.service.committed_index();
