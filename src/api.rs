@@ -11,6 +11,7 @@ pub mod backup;
 pub mod configs;
 pub mod convert;
 pub mod hierarchy;
+pub mod intake;
 pub mod observe;
 pub mod openapi;
 pub mod problem;
@@ -34,6 +35,7 @@ use crate::model::access::Action::{Manage, Read, Release, Resolve, Write};
 use crate::service::Service;
 use access::Access::{self, Cluster, Handler, Open, Path};
 use problem::ApiError;
+use shed::InflightLimits;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -152,14 +154,14 @@ fn guarded(state: &ApiState, routes: Vec<Route>) -> Router<ApiState> {
     paths.into_iter().fold(Router::new(), |router, (path, methods)| router.route(&path, methods))
 }
 
-/// The client listener: the configuration API, tokens, `/metrics`, `/healthz`, `/readyz`.
-pub fn client_router(state: ApiState) -> Router {
+/// The client listener: the configuration API, tokens, `/metrics`, `/healthz`, `/readyz`; shed
+/// past `limits`.
+pub fn client_router(state: ApiState, limits: InflightLimits) -> Router {
     guarded(&state, client_routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(middleware::from_fn(request::request_id))
-        .layer(middleware::from_fn(observe::record_request))
+        .layer(middleware::from_fn_with_state(limits, intake::client))
         .with_state(state)
 }
 
@@ -168,7 +170,6 @@ pub fn admin_router(state: ApiState) -> Router {
     guarded(&state, admin_routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request::request_id))
-        .layer(middleware::from_fn(observe::record_request))
+        .layer(middleware::from_fn(intake::admin))
         .with_state(state)
 }

@@ -228,9 +228,9 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, StartError> {
     };
     let peer_app =
         network::server::router(service.clone(), limits, peer_tls.is_some()).merge(api::admin_router(state.clone()));
-    // Shedding wraps the whole client router; the peer listener (Raft, admin) is never shed.
+    // The client listener is shed past these bounds; the peer listener (Raft, admin) never is.
     let shed = InflightLimits::new(&overload, config.max_body_bytes);
-    let client_app = api::client_router(state).layer(axum::middleware::from_fn_with_state(shed, api::shed::limit));
+    let client_app = api::client_router(state, shed);
     let mut servers = vec![
         serve(client_listener, client_app, client_tls.clone(), overload.client_listener(), stopped.clone()),
         serve(peer_listener, peer_app, peer_tls.clone(), overload.peer_listener(), stopped.clone()),

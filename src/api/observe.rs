@@ -1,12 +1,11 @@
-//! Observability endpoints and middleware: `/metrics`, `/healthz`, `/readyz`, and the request
-//! counter and latency histogram recorded for every route.
+//! Observability endpoints: `/metrics`, `/healthz`, `/readyz`; and [`RequestTimer`], the request
+//! counter and latency histogram `intake` records for every route.
 
 use openraft::async_runtime::WatchReceiver;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, State};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::ApiError;
@@ -16,16 +15,25 @@ use crate::metrics;
 /// How far applied may trail committed for the node to call itself ready.
 const READY_APPLY_LAG: u64 = 1000;
 
-pub async fn record_request(request: Request, next: Next) -> Response {
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let m = metrics::global();
-    m.http_requests.with_label_values(&[&route, &status]).inc();
-    m.http_request_duration.with_label_values(&[&route, &status]).observe(started.elapsed().as_secs_f64());
-    response
+/// A request's count and latency in the metrics, by matched route and status.
+pub struct RequestTimer {
+    started: Instant,
+}
+
+impl RequestTimer {
+    pub fn start() -> RequestTimer {
+        RequestTimer { started: Instant::now() }
+    }
+
+    /// Counts the request under its matched route (or `unmatched`) and the response's status.
+    pub fn record(self, route: Option<&MatchedPath>, response: &Response) {
+        let route = route.map_or("unmatched", MatchedPath::as_str);
+        let status = response.status();
+        let labels = [route, status.as_str()];
+        let m = metrics::global();
+        m.http_requests.with_label_values(&labels).inc();
+        m.http_request_duration.with_label_values(&labels).observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 pub async fn metrics_text(State(state): State<ApiState>) -> Response {

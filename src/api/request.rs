@@ -1,5 +1,5 @@
 //! What handlers read from a request besides its body: query parameters, pagination, `If-Match`
-//! for versions and releases, client labels, the request's id (the `request_id` middleware) and its
+//! for versions and releases, client labels, the request's id (given by `intake`) and its
 //! caller (the access middleware), and the read fence (`consistency`, `min_revision`).
 
 use std::collections::HashMap;
@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::problem::ApiError;
@@ -29,18 +28,22 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Middleware: gives each request an id, recorded in audit records and echoed as `X-Request-Id`.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// Gives the request its id, in its extensions (recorded in audit records): the client's
+/// `X-Request-Id` when it is sensible, else a new one. Returns it, for [`echo_id`].
+pub fn assign_id(request: &mut Request) -> String {
     let given = request.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|id| {
         !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
     });
     let id = given.map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_string);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    id
+}
+
+/// Echoes the request's id to the client as `X-Request-Id`.
+pub fn echo_id(response: &mut Response, id: &str) {
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
-    response
 }
 
 /// Who is calling (checked by the access middleware of the route) and the request's id.

@@ -2,13 +2,13 @@
 //! and on the request body bytes they hold. Past either, a request is answered 503 `overloaded`
 //! with `Retry-After` at once; nothing waits in a queue. `/healthz`, `/readyz` and `/metrics` are
 //! exempt, and a long-poll watch gives its [`Slot`] back once it parks (parked watchers have their
-//! own per-tenant quota). The peer listener (Raft, admin) has no such layer.
+//! own per-tenant quota). `intake` calls [`InflightLimits::admit`] on the client listener; the
+//! peer listener (Raft, admin) is never shed.
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -52,6 +52,35 @@ impl InflightLimits {
         };
         charge.min(self.max_body_bytes_in_flight).min(u32::MAX as usize) as u32
     }
+
+    /// Admits a request if both bounds have room, putting its [`Slot`] in its extensions (exempt
+    /// paths hold none); else the 503 to answer at once.
+    pub fn admit(&self, request: &mut Request) -> Result<Option<Slot>, Response> {
+        if EXEMPT.contains(&request.uri().path()) {
+            return Ok(None);
+        }
+        let Ok(admitted) = self.requests.clone().try_acquire_owned() else {
+            let detail =
+                format!("this node is executing its limit of {} client requests; retry shortly", self.max_requests);
+            return Err(overloaded("inflight_requests", detail));
+        };
+        let charge = self.body_charge(request.headers());
+        let body_bytes = if charge == 0 {
+            None
+        } else {
+            let Ok(bytes) = self.body_bytes.clone().try_acquire_many_owned(charge) else {
+                let detail = format!(
+                    "the requests this node is executing hold its limit of {} body bytes; retry shortly",
+                    self.max_body_bytes_in_flight
+                );
+                return Err(overloaded("inflight_body_bytes", detail));
+            };
+            Some(bytes)
+        };
+        let slot = Slot(Arc::new(Mutex::new(Some(Held::new(admitted, body_bytes)))));
+        request.extensions_mut().insert(slot.clone());
+        Ok(Some(slot))
+    }
 }
 
 /// What one executing request holds.
@@ -91,36 +120,5 @@ fn overloaded(reason: &str, detail: String) -> Response {
     metrics::global().requests_shed.with_label_values(&[reason]).inc();
     let mut response = ApiError::Overloaded(detail).into_response();
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    response
-}
-
-/// The middleware: admits a request if both bounds have room, else answers 503 at once.
-pub async fn limit(State(limits): State<InflightLimits>, mut request: Request, next: Next) -> Response {
-    if EXEMPT.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
-    let Ok(admitted) = limits.requests.clone().try_acquire_owned() else {
-        let detail =
-            format!("this node is executing its limit of {} client requests; retry shortly", limits.max_requests);
-        return overloaded("inflight_requests", detail);
-    };
-    let charge = limits.body_charge(request.headers());
-    let body_bytes = if charge == 0 {
-        None
-    } else {
-        let Ok(bytes) = limits.body_bytes.clone().try_acquire_many_owned(charge) else {
-            let detail = format!(
-                "the requests this node is executing hold its limit of {} body bytes; retry shortly",
-                limits.max_body_bytes_in_flight
-            );
-            return overloaded("inflight_body_bytes", detail);
-        };
-        Some(bytes)
-    };
-    let slot = Slot(Arc::new(Mutex::new(Some(Held::new(admitted, body_bytes)))));
-    request.extensions_mut().insert(slot.clone());
-    let response = next.run(request).await;
-    // A streamed response (a watch stream) is past its setup here and holds nothing more.
-    slot.release();
     response
 }
