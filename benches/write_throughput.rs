@@ -2,7 +2,9 @@
 //!
 //! Starts 1, 3 and 5 real `conflux serve` processes and the same number of `etcd` members on
 //! loopback, drives each with 1 and 64 concurrent HTTP clients writing 128-byte values for a
-//! fixed time, and prints writes/s and p50/p99 latency for both plus Conflux/etcd ratios.
+//! fixed time, and prints writes/s and p50/p99 latency for both plus Conflux/etcd ratios; then
+//! the CPU time (user + system, from `/proc`) the members spent per write in the same runs: on
+//! this 2-core machine three members and the client share the cores, so throughput follows it.
 //! Conflux writes go through `PUT /api/v1/configs/...`; etcd writes through its JSON gateway
 //! (`POST /v3/kv/put`), each to the current leader.
 //!
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 
 use tempfile::TempDir;
 
-use crate::cluster::{env_list, etcd_put, start_conflux, start_etcd, Load, Measured};
+use crate::cluster::{env_list, etcd_put, start_conflux, start_etcd, Cluster, CpuPerRequest, Load, Measured};
 
 /// Distinct keys each client cycles through.
 const KEYS_PER_CLIENT: u64 = 1000;
@@ -36,9 +38,10 @@ enum Target {
     Etcd,
 }
 
-/// `clients` clients writing 128-byte values to keys `k<client>-<n mod KEYS_PER_CLIENT>` at `url`.
-async fn measure_writes(target: Target, url: &str, clients: usize, seconds: u64) -> Measured {
-    let (url, value) = (url.to_string(), "v".repeat(128));
+/// `clients` clients writing 128-byte values to keys `k<client>-<n mod KEYS_PER_CLIENT>` at the
+/// leader of `cluster`, and the CPU time spent per write.
+async fn measure_writes(target: Target, cluster: &Cluster, clients: usize, seconds: u64) -> (Measured, CpuPerRequest) {
+    let (url, value) = (cluster.leader().to_string(), "v".repeat(128));
     let request = move |http: &reqwest::Client, worker: usize, i: u64| {
         let key = format!("k{worker}-{}", i % KEYS_PER_CLIENT);
         match target {
@@ -46,7 +49,12 @@ async fn measure_writes(target: Target, url: &str, clients: usize, seconds: u64)
             Target::Etcd => etcd_put(http, &url, &key, &value),
         }
     };
-    Load { clients, expect: reqwest::StatusCode::is_success, request }.measure(seconds).await
+    Load { clients, expect: reqwest::StatusCode::is_success, request }.measure_cpu_of(Some(cluster), seconds).await
+}
+
+/// CPU table cells: the leader's µs per write, all members' together, the clients'.
+fn cpu_cells(cpu: &CpuPerRequest) -> String {
+    format!("{:.0} | {:.0} | {:.0}", cpu.members[0], cpu.members.iter().sum::<f64>(), cpu.client)
 }
 
 #[tokio::main]
@@ -60,18 +68,33 @@ async fn main() {
     let client_counts = env_list("BENCH_CLIENTS", "1,64");
     println!("| nodes | clients | conflux w/s | conflux p50 ms | conflux p99 ms | etcd w/s | etcd p50 ms | etcd p99 ms | w/s ratio | p99 ratio |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut cpu_rows = Vec::new();
     for size in sizes {
         let root: PathBuf = TempDir::new().unwrap().keep();
         let conflux = start_conflux(size, &root).await;
         let etcd = start_etcd(size, &root).await;
         allow_keys_of(conflux.leader(), client_counts.iter().copied().max().unwrap_or(1)).await;
         for &clients in &client_counts {
-            let c = measure_writes(Target::Conflux, conflux.leader(), clients, seconds).await;
-            let e = measure_writes(Target::Etcd, etcd.leader(), clients, seconds).await;
+            let (c, c_cpu) = measure_writes(Target::Conflux, &conflux, clients, seconds).await;
+            let (e, e_cpu) = measure_writes(Target::Etcd, &etcd, clients, seconds).await;
             println!("| {size} | {clients} | {} | {} | {} |", c.cells(), e.cells(), c.ratios(&e));
+            let ratio = c_cpu.members.iter().sum::<f64>() / e_cpu.members.iter().sum::<f64>();
+            cpu_rows.push(format!(
+                "| {size} | {clients} | {} | {} | {ratio:.2} |",
+                cpu_cells(&c_cpu),
+                cpu_cells(&e_cpu)
+            ));
         }
         drop(conflux);
         drop(etcd);
         let _ = std::fs::remove_dir_all(&root);
+    }
+    println!();
+    println!("CPU time per write (user + system, µs), the same runs:");
+    println!();
+    println!("| nodes | clients | conflux leader | conflux all members | clients | etcd leader | etcd all members | clients | all-members ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for row in cpu_rows {
+        println!("{row}");
     }
 }

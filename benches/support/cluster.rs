@@ -1,6 +1,6 @@
 //! What the benchmarks share: real `conflux serve` and `etcd` clusters on loopback (killed when
-//! dropped, their memory readable), and the client-side load driver that runs concurrent HTTP
-//! clients for a fixed time and reports throughput and latency percentiles.
+//! dropped, their memory and CPU time readable), and the client-side load driver that runs
+//! concurrent HTTP clients for a fixed time and reports throughput and latency percentiles.
 //!
 //! Not a benchmark itself: each bench includes it with `#[path = "support/cluster.rs"] mod cluster;`.
 
@@ -50,6 +50,8 @@ impl Drop for Processes {
 pub struct Cluster {
     pub urls: Vec<String>,
     processes: Processes,
+    /// Which of `processes` (start order) is the leader, `urls[0]`.
+    leader_process: usize,
     /// The client path that answers 200 once a member is ready to serve.
     ready_path: &'static str,
 }
@@ -63,6 +65,13 @@ impl Cluster {
     #[allow(dead_code)] // not every bench reads memory
     pub fn rss_mib(&self) -> Vec<f64> {
         self.processes.0.iter().map(|(_, child)| rss_mib(child.id())).collect()
+    }
+
+    /// CPU time (user + system) each member has used so far, in seconds, the leader's first.
+    pub fn cpu_seconds(&self) -> Vec<f64> {
+        let mut seconds: Vec<f64> = self.processes.0.iter().map(|(_, child)| cpu_seconds(child.id())).collect();
+        seconds.swap(0, self.leader_process);
+        seconds
     }
 
     /// Stops member `i` cleanly (SIGTERM, as the kubelet does), waits for it to exit, stays down
@@ -94,6 +103,19 @@ fn rss_mib(pid: u32) -> f64 {
     let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS in /proc status");
     let kib: f64 = line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in kB");
     kib / 1024.0
+}
+
+/// A process's CPU time so far (`utime + stime` of `/proc/<pid>/stat`), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading a member's /proc stat");
+    // The command name (field 2) is parenthesised and may hold spaces: count fields after it.
+    let after_name = &stat[stat.rfind(')').expect("a command name in /proc stat") + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("CPU ticks in /proc stat");
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    (ticks(11) + ticks(12)) / per_second
 }
 
 fn free_port() -> u16 {
@@ -162,7 +184,7 @@ pub async fn start_conflux_with(size: usize, root: &Path, args: &[&str]) -> Clus
         admins[0].set_voters(ids.clone()).await.unwrap();
     }
     let urls = nodes.into_iter().map(|(client, _)| client).collect();
-    Cluster { urls, processes, ready_path: "/readyz" }
+    Cluster { urls, processes, leader_process: 0, ready_path: "/readyz" }
 }
 
 /// Starts an etcd cluster of `size` members and waits until one leads.
@@ -199,7 +221,7 @@ pub async fn start_etcd(size: usize, root: &Path) -> Cluster {
     })
     .await;
     urls.swap(0, leader);
-    Cluster { urls, processes, ready_path: "/health" }
+    Cluster { urls, processes, leader_process: leader, ready_path: "/health" }
 }
 
 /// An etcd JSON-gateway put (`POST /v3/kv/put`) of `value` at `key`.
@@ -229,6 +251,8 @@ pub fn base64_encode(input: &[u8]) -> String {
 
 /// Requests per second and latency percentiles of one timed run.
 pub struct Measured {
+    /// Requests answered in the measured run.
+    pub requests: usize,
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -246,6 +270,15 @@ impl Measured {
     }
 }
 
+/// CPU time (user + system) per request of a measured run, in microseconds.
+#[allow(dead_code)] // only the write bench prints it
+pub struct CpuPerRequest {
+    /// Each member's, the leader's first.
+    pub members: Vec<f64>,
+    /// The benchmark process's own: the clients sharing the machine with the members.
+    pub client: f64,
+}
+
 /// One load: `clients` concurrent clients, each sending `request(http, client, i)` for its i-th
 /// request, back to back; every answer's status must satisfy `expect`.
 pub struct Load<F> {
@@ -259,10 +292,25 @@ where
     F: Fn(&reqwest::Client, usize, u64) -> RequestBuilder + Send + Sync + 'static,
 {
     /// Runs the load for one second to warm up, then for `seconds` measured.
+    #[allow(dead_code)] // the write bench measures CPU too
     pub async fn measure(self, seconds: u64) -> Measured {
+        self.measure_cpu_of(None, seconds).await.0
+    }
+
+    /// [`Load::measure`], also returning the CPU time spent per request of the measured run by
+    /// each member of `cluster` (none without one) and by this process, the clients.
+    pub async fn measure_cpu_of(self, cluster: Option<&Cluster>, seconds: u64) -> (Measured, CpuPerRequest) {
         let (clients, expect, request) = (self.clients, self.expect, Arc::new(self.request));
         drive(clients, expect, request.clone(), 1).await;
-        drive(clients, expect, request, seconds).await
+        let members = || cluster.map(Cluster::cpu_seconds).unwrap_or_default();
+        let (members_before, client_before) = (members(), cpu_seconds(std::process::id()));
+        let measured = drive(clients, expect, request, seconds).await;
+        let (members_after, client_after) = (members(), cpu_seconds(std::process::id()));
+        let requests = measured.requests.max(1) as f64;
+        let per_request = |before: f64, after: f64| (after - before) * 1e6 / requests;
+        let members = members_before.iter().zip(&members_after).map(|(b, a)| per_request(*b, *a)).collect();
+        let client = per_request(client_before, client_after);
+        (measured, CpuPerRequest { members, client })
     }
 }
 
@@ -300,7 +348,7 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
     let pct = |p: f64| percentile_ms(&all, p);
-    Measured { per_second: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99) }
+    Measured { requests: all.len(), per_second: all.len() as f64 / elapsed, p50_ms: pct(0.50), p99_ms: pct(0.99) }
 }
 
 /// The `p` quantile (0 to 1) of `sorted` (ascending, not empty), in milliseconds.
