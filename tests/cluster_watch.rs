@@ -95,10 +95,15 @@ fn everyone(version: u64) -> ReleaseSpec {
 /// What one watcher task records: every version it was handed, in order.
 type Handed = Arc<Mutex<Vec<Vec<u64>>>>;
 
-fn spawn_watchers(urls: &[String], handed: &Handed) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts the watchers from `since`, the revision of the config's first write: one on a follower
+/// that has not applied that write yet waits for it instead of being told the config does not
+/// exist.
+fn spawn_watchers(urls: &[String], handed: &Handed, since: u64) -> Vec<tokio::task::JoinHandle<()>> {
     (0..WATCHERS)
         .map(|w| {
-            let mut watcher = Watcher::new(urls.to_vec(), spec(w)).with_token(Some(harness::ADMIN_TOKEN.into()));
+            let mut watcher = Watcher::new(urls.to_vec(), spec(w))
+                .with_token(Some(harness::ADMIN_TOKEN.into()))
+                .with_known(BTreeMap::new(), since);
             let handed = handed.clone();
             tokio::spawn(async move {
                 loop {
@@ -132,7 +137,7 @@ async fn five_hundred_watchers_end_on_what_they_resolve_through_kills_partitions
     let first = until_done(&clients, |c| async move { c.put(KEY, b"v1".to_vec(), PutOptions::default()).await }).await;
 
     let handed: Handed = Arc::new(Mutex::new(vec![Vec::new(); WATCHERS]));
-    let tasks = spawn_watchers(&urls, &handed);
+    let tasks = spawn_watchers(&urls, &handed, first.revision);
     eventually("every watcher holds version 1", Duration::from_secs(60), || async {
         handed.lock().unwrap().iter().all(|h| h.last() == Some(&first.version)).then_some(())
     })
